@@ -1,0 +1,114 @@
+"""The store interface: creations, users' balances and the ledger, with the money-safety rules.
+
+Two adapters implement it (SQLite, Firestore) and one contract test suite runs against both.
+Every method that moves money is a single transaction and idempotent by ledger-entry id.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Callable
+
+from ..model import Creation, LedgerEntry, Status
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    creation: Creation
+    balance: int          # the user's balance after the debit
+    replayed: bool        # True when an idempotency key matched an earlier identical request
+
+
+@dataclass(frozen=True)
+class AuditFinding:
+    uid: str
+    balance: int
+    expected: int         # grants - debits + refunds
+    detail: str
+
+
+class Store(abc.ABC):
+    """All persistence of the pipeline. Implementations must be safe across threads and processes."""
+
+    # --- creations and money -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_with_debit(
+        self,
+        creation: Creation,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        max_active: int | None = None,
+    ) -> CreateResult:
+        """In ONE transaction: (idempotency check) -> (active-limit check) -> balance check ->
+        write the creation (attempt 1, status pending, charge.debited["1"] = True) -> write ledger
+        entry `{id}:1:debit` -> decrement the user's tokens by `creation.cost`.
+
+        - Same (uid, idempotency_key) and same request_hash as before: returns the first creation
+          with replayed=True and the current balance; debits nothing.
+        - Same key, different hash: raises IdempotencyConflict; writes nothing.
+        - More than `max_active` creations of this user pending/processing: TooManyActive.
+        - Not enough tokens: raises InsufficientTokens; writes nothing.
+        """
+
+    @abc.abstractmethod
+    def get_creation(self, creation_id: str) -> Creation | None: ...
+
+    @abc.abstractmethod
+    def list_creations(
+        self, uid: str, *, status: Status | None = None, limit: int = 20, page_token: str | None = None
+    ) -> tuple[list[Creation], str | None]:
+        """The user's creations, newest first (created_at desc, id desc); returns (items, next_page_token)."""
+
+    @abc.abstractmethod
+    def update_creation(self, creation_id: str, mutate: Callable[[Creation], Creation | None]) -> Creation:
+        """Read-modify-write in one transaction. `mutate` gets the current creation and returns the
+        new one (or None: no write). It may raise (StaleAttempt, IllegalTransition, ...) to abort.
+        The function may be called more than once (transaction retries): it must be pure.
+        Raises NotFound if the creation does not exist."""
+
+    @abc.abstractmethod
+    def delete_creation(self, creation_id: str) -> None:
+        """Remove the creation record (ledger entries stay: the audit still balances)."""
+
+    @abc.abstractmethod
+    def debit(self, creation_id: str, attempt: int) -> bool:
+        """Take `cost` tokens for `attempt` (a replay pays again after its refund). Idempotent by
+        `{id}:{attempt}:debit`. Returns True if it debited now, False if it already had.
+        Raises InsufficientTokens (nothing written) or StaleAttempt if attempt != creation.attempt."""
+
+    @abc.abstractmethod
+    def refund(self, creation_id: str, attempt: int) -> bool:
+        """Give back the debit of `attempt`, at most once (`{id}:{attempt}:refund`), in one transaction
+        with charge.refunded[attempt] = True. Returns True if it refunded now; False if already
+        refunded or nothing was debited for that attempt."""
+
+    # --- users and the ledger --------------------------------------------------------------
+
+    @abc.abstractmethod
+    def grant(self, uid: str, amount: int, entry_id: str) -> int:
+        """Add tokens (a ledger `grant` entry; idempotent by entry_id). Returns the new balance."""
+
+    @abc.abstractmethod
+    def balance(self, uid: str) -> int:
+        """The user's tokens; 0 for an unknown user."""
+
+    @abc.abstractmethod
+    def ledger(self, uid: str) -> list[LedgerEntry]:
+        """The user's ledger entries, oldest first."""
+
+    @abc.abstractmethod
+    def audit(self) -> list[AuditFinding]:
+        """For every user: balance == grants - debits + refunds, and no creation has a refund
+        without a debit. Returns the discrepancies (empty when the books balance)."""
+
+    # --- operations ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def find_creations(self, *, statuses: list[Status], updated_before=None, limit: int = 100) -> list[Creation]:
+        """Creations in the given statuses (any user), oldest update first; for the reconciler and
+        bulk replay."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
