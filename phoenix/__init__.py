@@ -1,0 +1,1 @@
+"""The `phoenix` command: one entry point, subcommands loaded on demand."""
