@@ -1,0 +1,1 @@
+"""Launchers and fixtures for local services that several test areas share."""
