@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     tasks_service_account: str | None = None
     executions_endpoint: str | None = None     # override of workflowexecutions.googleapis.com
     tasks_endpoint: str | None = None          # override of cloudtasks.googleapis.com
+    trigger_timeout_seconds: float = Field(10.0, gt=0)
+    # A retried POST (same Idempotency-Key) starts the execution again only when the creation is
+    # still pending with no execution recorded this long after it was created: the first request
+    # then died between its commit and its trigger.
+    retrigger_after_seconds: float = Field(60.0, gt=0)
 
     def cost_of(self, creation_type: str) -> int:
         return self.cost_video if creation_type == "video" else self.cost_image

@@ -7,6 +7,7 @@ Content type and metadata (sha256) travel in a sidecar `DIR/.meta/<key>.json`.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 
@@ -30,7 +31,18 @@ def restore(client, bucket: str, directory: Path) -> int:
 
 
 def save(client, bucket: str, directory: Path) -> int:
-    """Write every object of the bucket under `directory` (replacing what was there); returns how many."""
+    """Write every object of the bucket under `directory`, replacing what was there (deleted
+    objects go too); returns how many. Written aside first, so a failed save loses nothing."""
+    staging = directory.with_name(directory.name + ".saving")
+    shutil.rmtree(staging, ignore_errors=True)
+    count = _save_into(client, bucket, staging)
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+    return count
+
+
+def _save_into(client, bucket: str, directory: Path) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
     count = 0
     paginator = client.get_paginator("list_objects_v2")
     keys = [obj["Key"] for page in paginator.paginate(Bucket=bucket) for obj in page.get("Contents", [])]

@@ -50,6 +50,11 @@ class Store(abc.ABC):
         - Same key, different hash: raises IdempotencyConflict; writes nothing.
         - More than `max_active` creations of this user pending/processing: TooManyActive.
         - Not enough tokens: raises InsufficientTokens; writes nothing.
+        - Keys are per user (the same key from two users is two keys). A replay whose first
+          creation was deleted raises NotFound. An id that was ever used raises a CreationsError
+          with code ALREADY_EXISTS.
+        The creation is written as given except: status pending, attempt 1, charge
+        {debited: {"1": True}, refunded: {}}, timestamps in UTC.
         """
 
     @abc.abstractmethod
@@ -59,18 +64,22 @@ class Store(abc.ABC):
     def list_creations(
         self, uid: str, *, status: Status | None = None, limit: int = 20, page_token: str | None = None
     ) -> tuple[list[Creation], str | None]:
-        """The user's creations, newest first (created_at desc, id desc); returns (items, next_page_token)."""
+        """The user's creations, newest first (created_at desc, id desc); returns (items, next_page_token).
+        A page token this store did not return, or a limit outside 1..100: InvalidOptions."""
 
     @abc.abstractmethod
     def update_creation(self, creation_id: str, mutate: Callable[[Creation], Creation | None]) -> Creation:
         """Read-modify-write in one transaction. `mutate` gets the current creation and returns the
         new one (or None: no write). It may raise (StaleAttempt, IllegalTransition, ...) to abort.
         The function may be called more than once (transaction retries): it must be pure.
-        Raises NotFound if the creation does not exist."""
+        Raises NotFound if the creation does not exist. Changing id, uid, cost, created_at or
+        charge, or lowering attempt, raises ValueError (money moves only through debit/refund).
+        updated_at is stamped now unless `mutate` set it itself."""
 
     @abc.abstractmethod
     def delete_creation(self, creation_id: str) -> None:
-        """Remove the creation record (ledger entries stay: the audit still balances)."""
+        """Remove the creation record (ledger entries stay: the audit still balances; a later
+        refund of its debit still works). Deleting a missing creation is a no-op."""
 
     @abc.abstractmethod
     def debit(self, creation_id: str, attempt: int) -> bool:
@@ -82,13 +91,16 @@ class Store(abc.ABC):
     def refund(self, creation_id: str, attempt: int) -> bool:
         """Give back the debit of `attempt`, at most once (`{id}:{attempt}:refund`), in one transaction
         with charge.refunded[attempt] = True. Returns True if it refunded now; False if already
-        refunded or nothing was debited for that attempt."""
+        refunded or nothing was debited for that attempt. The amount is the debit's, from the
+        ledger, so a deleted creation's debit is still refunded."""
 
     # --- users and the ledger --------------------------------------------------------------
 
     @abc.abstractmethod
     def grant(self, uid: str, amount: int, entry_id: str) -> int:
-        """Add tokens (a ledger `grant` entry; idempotent by entry_id). Returns the new balance."""
+        """Add tokens (a ledger `grant` entry; idempotent by entry_id). Returns the new balance.
+        `amount` must be positive (ValueError); an entry_id already used for another move raises
+        IdempotencyConflict."""
 
     @abc.abstractmethod
     def balance(self, uid: str) -> int:
@@ -101,7 +113,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def audit(self) -> list[AuditFinding]:
         """For every user: balance == grants - debits + refunds, and no creation has a refund
-        without a debit. Returns the discrepancies (empty when the books balance)."""
+        without a debit. Returns the discrepancies (empty when the books balance): balances off
+        the ledger, refunds without a debit, an attempt debited or refunded more than once (or
+        refunded more than debited), and charge maps that disagree with the ledger."""
 
     # --- operations ------------------------------------------------------------------------
 

@@ -28,16 +28,20 @@ def unique_project() -> str:
     return f"phoenix-test-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="session")
-def firestore_emulator() -> Iterator[FirestoreEmulator]:
-    """The running emulator; FIRESTORE_EMULATOR_HOST points clients (and child processes) at it."""
+def emulator_or_skip(binary: str | os.PathLike[str] | None = None) -> FirestoreEmulator:
+    """An emulator ready to start; without one installed, skip the test (fail it when CI is set)."""
     try:
-        emulator = FirestoreEmulator()
+        return FirestoreEmulator(binary)
     except EmulatorNotInstalled as exc:
         if _in_ci():
             pytest.fail(f"CI is set and {exc}", pytrace=False)
         pytest.skip(str(exc))
-    emulator.start()
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator() -> Iterator[FirestoreEmulator]:
+    """The running emulator; FIRESTORE_EMULATOR_HOST points clients (and child processes) at it."""
+    emulator = emulator_or_skip().start()
     patch = pytest.MonkeyPatch()
     patch.setenv("FIRESTORE_EMULATOR_HOST", emulator.address)
     try:
