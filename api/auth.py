@@ -1,0 +1,175 @@
+"""Who is calling: Firebase ID tokens in production, HMAC-signed local tokens for the dev stack.
+
+A local token is `local.<base64url uid>.<base64url HMAC-SHA256(secret, "local.<base64url uid>")>`;
+`make_local_token` makes one (the dev CLI prints it), `LocalTokens` checks it.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from google.auth import exceptions as auth_exceptions
+from google.auth import transport
+
+_LOCAL_PREFIX = "local"
+# Firebase uids are 1-128 characters; local ones are kept to a URL- and key-safe alphabet.
+_LOCAL_UID = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class User:
+    uid: str
+
+
+def usable_uid(uid: object) -> bool:
+    """A uid the store and media keys can hold: 1-128 characters, no '/', not of the form __x__."""
+    return (isinstance(uid, str) and 0 < len(uid) <= 128 and "/" not in uid
+            and not (uid.startswith("__") and uid.endswith("__")) and uid.isprintable())
+
+
+class InvalidToken(Exception):
+    """The bearer token is missing, malformed, expired or not signed by whom it should be (401)."""
+
+
+class AuthUnavailable(Exception):
+    """The token could not be checked (e.g. Google's signing certificates are unreachable) (503)."""
+
+
+class TokenVerifier(Protocol):
+    def verify(self, token: str) -> User:
+        """The user the token proves, or InvalidToken / AuthUnavailable."""
+
+
+# --- local tokens -----------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _signature(payload: str, secret: str) -> str:
+    return _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
+
+
+def make_local_token(uid: str, secret: str) -> str:
+    """A bearer token for `uid` that the API accepts when PHOENIX_AUTH_MODE=local."""
+    if not isinstance(uid, str) or not _LOCAL_UID.match(uid) or not usable_uid(uid):
+        raise ValueError(f"uid must be 1-128 characters of letters, digits and _.@:+- "
+                         f"(not of the form __name__), got {uid!r}")
+    if not secret:
+        raise ValueError("secret must be non-empty (PHOENIX_LOCAL_AUTH_SECRET)")
+    payload = f"{_LOCAL_PREFIX}.{_b64(uid.encode())}"
+    return f"{payload}.{_signature(payload, secret)}"
+
+
+class LocalTokens:
+    def __init__(self, secret: str):
+        if not secret:
+            raise ValueError("PHOENIX_LOCAL_AUTH_SECRET must be non-empty when PHOENIX_AUTH_MODE=local")
+        self.secret = secret
+
+    def verify(self, token: str) -> User:
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != _LOCAL_PREFIX:
+            raise InvalidToken("not a local token")
+        payload = f"{parts[0]}.{parts[1]}"
+        if not hmac.compare_digest(parts[2], _signature(payload, self.secret)):
+            raise InvalidToken("bad token signature")
+        try:
+            uid = _unb64(parts[1]).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise InvalidToken("malformed token") from None
+        if not _LOCAL_UID.match(uid) or not usable_uid(uid):
+            raise InvalidToken("malformed token")
+        return User(uid=uid)
+
+
+# --- Firebase ID tokens -----------------------------------------------------------------------
+
+
+class CachingRequest(transport.Request):
+    """A google-auth transport that keeps GET answers for their Cache-Control max-age.
+
+    `verify_firebase_token` fetches Google's signing certificates on every call; they change
+    every few hours and say so in their Cache-Control header.
+    """
+
+    def __init__(self, inner: transport.Request, *, clock: Callable[[], float] = time.monotonic,
+                 default_ttl: float = 300.0):
+        self.inner = inner
+        self.clock = clock
+        self.default_ttl = default_ttl
+        self._cache: dict[str, tuple[float, transport.Response]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
+        if method != "GET" or body is not None:
+            return self.inner(url, method=method, body=body, headers=headers, timeout=timeout, **kwargs)
+        now = self.clock()
+        with self._lock:
+            cached = self._cache.get(url)
+        if cached and cached[0] > now:
+            return cached[1]
+        response = self.inner(url, method=method, headers=headers, timeout=timeout, **kwargs)
+        if response.status == 200:
+            response.data  # read the body once, while the connection is ours
+            with self._lock:
+                self._cache[url] = (now + _max_age(response.headers, self.default_ttl), response)
+        return response
+
+
+def _max_age(headers, default: float) -> float:
+    value = ""
+    for key, val in (headers or {}).items():
+        if key.lower() == "cache-control":
+            value = val
+    match = re.search(r"max-age=(\d+)", value)
+    return float(match.group(1)) if match else default
+
+
+class FirebaseTokens:
+    """Checks Firebase ID tokens: Google's signature, audience and issuer of the project, a subject."""
+
+    def __init__(self, project_id: str, request: transport.Request | None = None, *, clock_skew_seconds: int = 10):
+        if not project_id:
+            raise ValueError("PHOENIX_FIREBASE_PROJECT_ID must be set when PHOENIX_AUTH_MODE=firebase")
+        if request is None:
+            import google.auth.transport.requests
+
+            request = CachingRequest(google.auth.transport.requests.Request())
+        self.project_id = project_id
+        self.request = request
+        self.clock_skew_seconds = clock_skew_seconds
+
+    def verify(self, token: str) -> User:
+        from google.oauth2 import id_token
+
+        try:
+            claims = id_token.verify_firebase_token(
+                token, self.request, audience=self.project_id, clock_skew_in_seconds=self.clock_skew_seconds
+            )
+        except auth_exceptions.TransportError as exc:
+            raise AuthUnavailable(f"could not fetch the token signing keys: {exc}") from exc
+        except (ValueError, auth_exceptions.GoogleAuthError) as exc:
+            raise InvalidToken(str(exc).splitlines()[0] if str(exc) else "invalid token") from exc
+        uid = claims.get("sub")
+        if not usable_uid(uid):
+            raise InvalidToken("the token's subject is not a uid this service accepts")
+        return User(uid=uid)
+
+
+def verifier_from_settings(settings) -> TokenVerifier:
+    if settings.auth_mode == "firebase":
+        return FirebaseTokens(settings.firebase_project_id or "")
+    return LocalTokens(settings.local_auth_secret)
