@@ -63,6 +63,11 @@ class MediaStorage:
         self.presign_ttl = presign_ttl
         self.staging_prefix = staging_prefix
 
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client (for bulk work such as backing up the bucket)."""
+        return self._client
+
     @classmethod
     def from_settings(cls, settings: Any) -> MediaStorage:
         """A client for the configured endpoint: path-style addressing, region "auto" on R2."""

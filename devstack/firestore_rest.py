@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from creations.store import Store
+from creations.store.firestore import creation_to_doc
 from localcloud.workflows.errors import WorkflowError
 
 DOCUMENTS_GET = "googleapis.firestore.v1.projects.databases.documents.get"
@@ -92,4 +93,5 @@ class StoreDocuments:
         creation = self._store.get_creation(doc_id)
         if creation is None:
             raise not_found(name)
-        return creation_document(name, creation.to_dict())
+        # The production document layout (native maps and timestamps), REST-encoded.
+        return creation_document(name, creation_to_doc(creation))
