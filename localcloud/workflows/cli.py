@@ -196,6 +196,7 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         grpc_server.start()
         print(f"serving the Executions API: REST {rest.url}  gRPC {grpc_server.address}",
               file=out, flush=True)
+        _stop_on_sigterm()
         try:
             rest.serve_forever()
         except KeyboardInterrupt:
@@ -205,6 +206,17 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
     finally:
         engine.shutdown()
+
+
+def _stop_on_sigterm() -> None:
+    """Let SIGTERM end `serve` like Ctrl-C, so the engine shuts down cleanly."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def interrupt(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _argument(args: argparse.Namespace) -> Any:

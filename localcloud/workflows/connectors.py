@@ -75,11 +75,19 @@ class ConnectorCall:
             self.clock.sleep(min(delay, remaining))
             delay = min(delay * multiplier, max_delay)
 
-    def _count_poll(self) -> None:
-        self.polls += 1
+    def record_polls(self, count: int) -> None:
+        """Count polls the handler made (or would have made) without `poll()`, e.g. one that
+        waited for its operation another way: they are billed and reported like polls."""
+        if type(count) is not int or count < 0:
+            raise ValueError(f"record_polls needs a non-negative integer, got {count!r}")
+        if count:
+            self._count_poll(count)
+
+    def _count_poll(self, count: int = 1) -> None:
+        self.polls += count
         run = self._ctx.run
-        run.polls += 1
-        run.extra_billable += 1
+        run.polls += count
+        run.extra_billable += count
         entry = self._entry
         if entry is not None:
             if entry.meta is None:

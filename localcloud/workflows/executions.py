@@ -154,6 +154,7 @@ class _Execution:
         self.error: dict | None = None
         self.token = CancelToken()
         self.done = threading.Event()
+        self.lock = threading.Lock()   # QUEUED -> ACTIVE (a worker) or -> CANCELLED (cancel)
         self.run: Run | None = None
         self.stats: dict | None = None
         self.seq = 0
@@ -377,25 +378,25 @@ class Engine:
         return env
 
     def _execute(self, execution: _Execution) -> None:
+        with execution.lock:
+            if execution.state != QUEUED:   # cancelled while it waited
+                return
+            execution.state = ACTIVE
         try:
             with self.clock.timeline():
                 self._execute_on_timeline(execution)
         finally:
-            execution.done.set()
-            with self._lock:
-                self._live.pop(execution.id, None)
+            self._ended(execution)
+
+    def _ended(self, execution: _Execution) -> None:
+        execution.done.set()
+        with self._lock:
+            self._live.pop(execution.id, None)
 
     def _execute_on_timeline(self, execution: _Execution) -> None:
-        if execution.token.cancelled:
-            execution.state = CANCELLED
-            execution.ended = self.clock.now()
-            self.db.update_execution(execution.id, {"state": CANCELLED,
-                                                    "end_time": execution.ended})
-            return
         deployment = execution.deployment
         name = self.execution_name(deployment.workflow_id, execution.id)
         execution.started = self.clock.now()
-        execution.state = ACTIVE
         self.db.update_execution(execution.id, {"state": ACTIVE,
                                                 "start_time": execution.started})
         base = key_base(execution.seq)
@@ -480,9 +481,21 @@ class Engine:
             current = self.get_execution(name)
             raise FailedPrecondition(f"execution {name} is {current['state']}; only a QUEUED or "
                                      f"ACTIVE execution can be cancelled")
-        live.token.cancel("the execution was cancelled")
+        self._cancel(live, "the execution was cancelled")
         live.done.wait(timeout)
         return self.get_execution(name)
+
+    def _cancel(self, execution: _Execution, reason: str) -> None:
+        with execution.lock:
+            queued = execution.state == QUEUED
+            if queued:   # it never ran: it ends here, and its worker will skip it
+                execution.state = CANCELLED
+                execution.ended = self.clock.now()
+        execution.token.cancel(reason)
+        if queued:
+            self.db.update_execution(execution.id, {"state": CANCELLED,
+                                                    "end_time": execution.ended})
+            self._ended(execution)
 
     def list_executions(self, workflow_id: str, filter: str | None = None,
                         page_size: int = 100, page_token: str | None = None,
@@ -586,7 +599,7 @@ class Engine:
             running = list(self._live.values())
         if not wait:
             for execution in running:
-                execution.token.cancel("the engine shut down")
+                self._cancel(execution, "the engine shut down")
         for execution in running:
             execution.done.wait(timeout)
         self._pool.stop(timeout)

@@ -335,7 +335,8 @@ def test_cancel_a_queued_execution():
         queued = engine.start("w")
         wait_for(lambda: engine.get_execution(running)["state"] == "ACTIVE")
         assert engine.get_execution(queued)["state"] == "QUEUED"
-        engine.cancel(queued, timeout=0)
+        assert engine.cancel(queued)["state"] == "CANCELLED"   # at once: it never ran
+        assert engine.get_execution(running)["state"] == "ACTIVE"
         release.set()
         assert engine.wait(running, 10)["state"] == "SUCCEEDED"
         cancelled = engine.wait(queued, 10)
@@ -499,7 +500,9 @@ def test_connector_calls_record_polls_and_billing():
         seen["params"] = call.connector_params
         seen["execution"] = call.execution_id
         checks = iter([None, None, None, {"state": "done"}])
-        return call.poll(lambda: next(checks))
+        result = call.poll(lambda: next(checks))
+        call.record_polls(2)   # e.g. polls of a second operation it waited for another way
+        return result
 
     registry.bind("googleapis.run.v2.projects.locations.jobs.run", run_job)
     clock = VirtualClock()
@@ -526,8 +529,8 @@ def test_connector_calls_record_polls_and_billing():
         assert seen["params"]["timeout"] == 1800
         assert execution["name"].endswith(seen["execution"])
         entry = engine.step_entries(execution["name"])[0]
-        assert entry["stepType"] == "STEP_CONNECTOR_CALL" and entry["connectorPolls"] == 4
-        assert execution["localStats"] == {"steps": 2, "billableSteps": 6, "connectorPolls": 4}
+        assert entry["stepType"] == "STEP_CONNECTOR_CALL" and entry["connectorPolls"] == 6
+        assert execution["localStats"] == {"steps": 2, "billableSteps": 8, "connectorPolls": 6}
     finally:
         engine.shutdown()
 
@@ -611,3 +614,43 @@ def test_shutdown_cancels_running_executions():
     assert time.monotonic() - started < 25, "shutdown waited for the 30 s sleep"
     with pytest.raises(FailedPrecondition):
         engine.start("sleepy")
+
+
+def test_retry_values_may_be_expressions():
+    clock = VirtualClock()
+    engine = Engine(clock=clock)
+    try:
+        engine.deploy("w", """\
+main:
+  params: [args]
+  steps:
+    - init:
+        assign:
+          - attempts: 0
+    - guarded:
+        try:
+          steps:
+            - count:
+                assign:
+                  - attempts: ${attempts + 1}
+            - fail:
+                raise: again
+        retry:
+          predicate: ${retry.always}
+          max_retries: ${args.retries}
+          backoff:
+            initial_delay: ${args.delay}
+            max_delay: 100
+            multiplier: 1
+        except:
+          as: e
+          steps:
+            - r:
+                return: ${attempts}
+""")
+        before = clock.now()
+        execution = engine.run("w", {"retries": 4, "delay": 5})
+        assert json.loads(execution["result"]) == 5
+        assert clock.now() - before == 20
+    finally:
+        engine.shutdown()
