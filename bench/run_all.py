@@ -1,0 +1,28 @@
+"""Runs every benchmark in bench/, one after another, each in its own process; prints their figures."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = ["expressions_bench.py", "workflows_bench.py", "store_bench.py", "media_bench.py",
+         "steps_bench.py", "api_bench.py", "pipeline_bench.py"]
+
+
+def main() -> int:
+    failed = []
+    for name in ORDER:
+        path = HERE / name
+        if not path.exists():
+            continue
+        print(f"\n=== {name} ===", flush=True)
+        if subprocess.run([sys.executable, str(path)], cwd=HERE.parent).returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
