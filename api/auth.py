@@ -43,6 +43,8 @@ class AuthUnavailable(Exception):
 
 
 class TokenVerifier(Protocol):
+    blocking: bool  # whether verify() may wait on the network (then it runs off the event loop)
+
     def verify(self, token: str) -> User:
         """The user the token proves, or InvalidToken / AuthUnavailable."""
 
@@ -74,6 +76,8 @@ def make_local_token(uid: str, secret: str) -> str:
 
 
 class LocalTokens:
+    blocking = False  # an HMAC: microseconds of CPU
+
     def __init__(self, secret: str):
         if not secret:
             raise ValueError("PHOENIX_LOCAL_AUTH_SECRET must be non-empty when PHOENIX_AUTH_MODE=local")
@@ -140,6 +144,8 @@ def _max_age(headers, default: float) -> float:
 
 class FirebaseTokens:
     """Checks Firebase ID tokens: Google's signature, audience and issuer of the project, a subject."""
+
+    blocking = True  # fetches Google's signing certificates when the cached ones expire
 
     def __init__(self, project_id: str, request: transport.Request | None = None, *, clock_skew_seconds: int = 10):
         if not project_id:

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from creations.settings import Settings
 from creations.store import Store
@@ -19,24 +20,25 @@ bearer = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> Settings:
+# The accessors are `async` only so FastAPI calls them inline instead of on the thread pool.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_trigger(request: Request) -> Trigger:
+async def get_trigger(request: Request) -> Trigger:
     return request.app.state.trigger
 
 
-def get_storage(request: Request):
+async def get_storage(request: Request):
     """The MediaStorage that signs media URLs and deletes media."""
     return request.app.state.storage
 
 
-def get_verifier(request: Request) -> TokenVerifier:
+async def get_verifier(request: Request) -> TokenVerifier:
     return request.app.state.verifier
 
 
@@ -45,19 +47,37 @@ def unauthenticated(message: str, *, invalid: bool) -> ApiError:
     return ApiError(401, "UNAUTHENTICATED", message, headers={"WWW-Authenticate": challenge})
 
 
-def get_current_user(
+async def get_current_user(
     verifier: Annotated[TokenVerifier, Depends(get_verifier)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
     if credentials is None or not credentials.credentials:
         raise unauthenticated("send 'Authorization: Bearer <ID token>'", invalid=False)
     try:
+        if getattr(verifier, "blocking", True):  # may fetch signing keys: keep it off the event loop
+            return await run_in_threadpool(verifier.verify, credentials.credentials)
         return verifier.verify(credentials.credentials)
     except InvalidToken as exc:
         raise unauthenticated(f"invalid token: {exc}; sign in again", invalid=True) from None
     except AuthUnavailable:
         raise ApiError(503, "AUTH_UNAVAILABLE", "the token could not be checked right now; retry shortly",
                        headers={"Retry-After": "5"}) from None
+
+
+def only_query(*names: str):
+    """A dependency that refuses query parameters the route does not declare (a typo such as
+    `limt=5` would otherwise be ignored silently), as Google's APIs do."""
+    allowed = frozenset(names)
+
+    async def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params.keys()) - allowed)
+        if unknown:
+            expected = ", ".join(sorted(allowed)) or "none"
+            raise ApiError(422, "INVALID_REQUEST", f"unknown query parameter(s): {', '.join(map(repr, unknown))}",
+                           fields={name or "(empty name)": f"not a parameter of this endpoint (expected: {expected})"
+                                   for name in unknown})
+
+    return check
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -108,7 +108,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict: the Idempotency-Key was used with another body, or the creation is still running.",
         422: "Invalid request; `error.fields` says what is wrong with each field.",
         429: "Too many creations running; retry after one finishes.",
-        503: "A dependency is unavailable; nothing was charged (tokens refunded if taken).",
+        503: "A dependency (store, token keys, workflow) is unavailable; retry later. A creation whose "
+             "execution could not be started is failed and refunded (`refunded: true`).",
     }
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:

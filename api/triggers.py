@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from google.api_core import exceptions as core_exceptions
+from google.auth.exceptions import GoogleAuthError
 
 from creations.errors import CreationsError
 from creations.model import Creation, CreationType
@@ -56,39 +57,47 @@ class ExecutionsRestClient:
 
     google-cloud-workflows ships only gRPC transports for `executions_v1`; the local engine, and
     any http:// endpoint, speak REST, so this client talks REST with the library's own message
-    types and error mapping.
+    types and error classes, on google-auth's urllib3 transport (credentials refreshed as needed).
     """
 
     def __init__(self, endpoint: str, credentials=None, *, pool_size: int = 64):
-        import requests.adapters
-        from google.auth.transport.requests import AuthorizedSession
+        import urllib3
+        from google.auth.transport.urllib3 import AuthorizedHttp
 
         if credentials is None:
             from google.auth.credentials import AnonymousCredentials
 
             credentials = AnonymousCredentials()
         self.endpoint = endpoint.rstrip("/")
-        self.session = AuthorizedSession(credentials)
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.pool = urllib3.PoolManager(maxsize=pool_size, retries=False)
+        self.http = AuthorizedHttp(credentials, http=self.pool)
 
     def create_execution(self, *, parent: str, execution, timeout: float | None = None):
+        import urllib3
         from google.cloud.workflows.executions_v1 import Execution
 
-        body = Execution.to_json(execution, indent=None)
-        response = self.session.post(
+        response = self.http.urlopen(
+            "POST",
             f"{self.endpoint}/v1/{parent}/executions",
-            data=body,
+            body=Execution.to_json(execution, indent=None).encode(),
             headers={"Content-Type": "application/json"},
-            timeout=timeout,
+            timeout=urllib3.Timeout(total=timeout) if timeout else None,
         )
-        if response.status_code >= 400:
-            raise core_exceptions.from_http_response(response)
-        return Execution.from_json(response.content, ignore_unknown_fields=True)
+        if response.status >= 400:
+            raise _http_error(response.status, response.data)
+        return Execution.from_json(response.data, ignore_unknown_fields=True)
 
     def close(self) -> None:
-        self.session.close()
+        self.pool.clear()
+
+
+def _http_error(status: int, data: bytes) -> core_exceptions.GoogleAPICallError:
+    """The api_core error for a Google JSON error answer (`{"error": {"code", "message", "status"}}`)."""
+    try:
+        message = json.loads(data)["error"]["message"]
+    except Exception:
+        message = data.decode("utf-8", "replace")[:300] or f"HTTP {status}"
+    return core_exceptions.from_http_status(status, message)
 
 
 class ExecutionsTrigger:
@@ -100,13 +109,14 @@ class ExecutionsTrigger:
         self.timeout = timeout
 
     def start(self, creation: Creation) -> str | None:
-        import requests
+        import urllib3
         from google.cloud.workflows.executions_v1 import Execution
 
         execution = Execution(argument=execution_argument(creation), labels=execution_labels(creation))
         try:
             started = self.client.create_execution(parent=self.workflow, execution=execution, timeout=self.timeout)
-        except (core_exceptions.GoogleAPIError, requests.RequestException, OSError) as exc:
+        except (core_exceptions.GoogleAPIError, GoogleAuthError, urllib3.exceptions.HTTPError, OSError,
+                ValueError) as exc:  # ValueError: an answer that is not an Execution
             raise TriggerFailed(f"the workflow execution could not be started: {_describe(exc)}") from exc
         return started.name or None
 
@@ -147,8 +157,9 @@ class TasksTrigger:
         self.service_account = service_account
         self.timeout = timeout
 
-    def task_for(self, creation: Creation) -> tuple[str, dict[str, Any]]:
-        """(queue path, task) for the creation's current attempt."""
+    def task_for(self, creation: Creation) -> tuple[str, Any]:
+        """(queue path, tasks_v2.Task) for the creation's current attempt. The body is the
+        Execution to create: its argument, and the labels operators filter executions by."""
         from google.cloud import tasks_v2
 
         queue = self.queues[creation.type]
@@ -158,7 +169,8 @@ class TasksTrigger:
                 http_method=tasks_v2.HttpMethod.POST,
                 url=self.url,
                 headers={"Content-Type": "application/json"},
-                body=json.dumps({"argument": execution_argument(creation)}).encode(),
+                body=json.dumps({"argument": execution_argument(creation),
+                                 "labels": execution_labels(creation)}).encode(),
                 oauth_token=tasks_v2.OAuthToken(
                     service_account_email=self.service_account, scope=CLOUD_PLATFORM_SCOPE
                 ),
@@ -175,7 +187,7 @@ class TasksTrigger:
         except core_exceptions.GoogleAPIError as exc:
             if not _already_exists(exc):
                 raise TriggerFailed(f"the creation could not be queued: {_describe(exc)}") from exc
-        except (requests.RequestException, OSError) as exc:
+        except (GoogleAuthError, requests.RequestException, OSError, ValueError) as exc:
             raise TriggerFailed(f"the creation could not be queued: {_describe(exc)}") from exc
         return None  # the execution starts when the task runs; its name is not known here
 

@@ -8,14 +8,14 @@ import re
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
-from creations.errors import InvalidOptions, NotFound
+from creations.errors import CreationsError, InvalidOptions, NotFound
 from creations.model import Creation, CreationError, Status, utcnow
 from creations.options import validate_request
 
 from ..auth import User
-from ..deps import CurrentUser, SettingsDep, StorageDep, StoreDep, TriggerDep
+from ..deps import CurrentUser, SettingsDep, StorageDep, StoreDep, TriggerDep, only_query
 from ..errors import ApiError
 from ..schemas import (
     CreateCreationRequest,
@@ -33,6 +33,7 @@ router = APIRouter(prefix="/creations", tags=["creations"])
 
 _CREATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 TRIGGER_FAILED = "TRIGGER_FAILED"
+TRIGGER_FAILED_MESSAGE = "the generation could not be started"
 
 
 def request_hash(body: CreateCreationRequest) -> str:
@@ -95,28 +96,35 @@ def _fail_untriggered(attempt: int, message: str):
     return mutate
 
 
-def _trigger_failed(creation: Creation, balance: int, message: str) -> ApiError:
+def _trigger_failed(creation: Creation, balance: int) -> ApiError:
     return ApiError(
-        503, TRIGGER_FAILED, f"{message}; the creation failed and its tokens were refunded, submit it again",
-        headers={"Retry-After": "5"}, extra={"refunded": True, "id": creation.id, "balance": balance},
+        503, TRIGGER_FAILED, f"{TRIGGER_FAILED_MESSAGE}; the creation failed and its tokens were refunded, "
+        "submit it again", headers={"Retry-After": "5"},
+        extra={"refunded": True, "id": creation.id, "balance": balance},
     )
 
 
 def start_execution(store, trigger, creation: Creation) -> None:
     """Start the creation's execution. When that fails, compensate like the pipeline does (refund,
     then mark failed) and answer 503; a crash in between leaves it pending, which the reconciler
-    settles."""
+    settles. The cause goes to the log; the user reads that the generation could not start."""
     try:
         name = trigger.start(creation)
     except Exception as exc:  # any failure: the execution is not known to run
-        if not isinstance(exc, TriggerFailed):
-            log.error("trigger raised unexpectedly for %s", creation.id, exc_info=exc)
-        message = exc.message if isinstance(exc, TriggerFailed) else "the workflow execution could not be started"
+        if isinstance(exc, TriggerFailed):
+            log.warning("creation %s attempt %s: %s", creation.id, creation.attempt, exc.message)
+        else:
+            log.error("trigger raised unexpectedly for creation %s", creation.id, exc_info=exc)
         store.refund(creation.id, creation.attempt)
-        store.update_creation(creation.id, _fail_untriggered(creation.attempt, message))
-        raise _trigger_failed(creation, store.balance(creation.uid), message) from None
+        store.update_creation(creation.id, _fail_untriggered(creation.attempt, TRIGGER_FAILED_MESSAGE))
+        raise _trigger_failed(creation, store.balance(creation.uid)) from None
     if name:
-        store.update_creation(creation.id, _record_execution(name, creation.attempt))
+        try:
+            store.update_creation(creation.id, _record_execution(name, creation.attempt))
+        except CreationsError as exc:
+            # The execution runs and owns the creation now; only the operators' cross-reference is
+            # missing (they can find it by its creation-id label), so the request still succeeds.
+            log.warning("creation %s: execution %s started but not recorded: %s", creation.id, name, exc)
 
 
 def _needs_retrigger(creation: Creation, settings) -> bool:
@@ -149,7 +157,7 @@ def create_creation(
                description="Retries with the same key and body answer the first creation and charge once."),
     ] = None,
 ) -> CreationAccepted:
-    options = validate_request(body.type.value, body.prompt, body.options or {})
+    options = validate_request(body.type.value, body.prompt, body.options or {}, settings=settings)
     creation = Creation(
         id=Creation.new_id(), uid=user.uid, type=body.type, prompt=body.prompt, options=options,
         cost=settings.cost_of(body.type.value),
@@ -165,14 +173,15 @@ def create_creation(
         start_execution(store, trigger, creation)
     elif creation.status is Status.FAILED and creation.error and creation.error.code == TRIGGER_FAILED \
             and creation.attempt == 1:
-        raise _trigger_failed(creation, balance, creation.error.message)  # the first answer, again
+        raise _trigger_failed(creation, balance)  # the first answer, again
     return CreationAccepted(id=creation.id, status=creation.status, cost=creation.cost, balance=balance)
 
 
 @router.get(
     "",
     response_model=CreationPage,
-    responses=error_responses(401, 422),
+    responses=error_responses(401, 422, 503),
+    dependencies=[Depends(only_query("status", "limit", "pageToken"))],
     summary="The user's creations, newest first",
 )
 def list_creations(
@@ -195,7 +204,7 @@ def list_creations(
 @router.get(
     "/{creation_id}",
     response_model=CreationOut,
-    responses=error_responses(401, 404),
+    responses=error_responses(401, 404, 503),
     summary="One creation, with fresh media URLs once it is a draft",
 )
 def get_creation(creation_id: str, user: CurrentUser, store: StoreDep, storage: StorageDep) -> CreationOut:

@@ -28,6 +28,7 @@ from api.auth import (
 )
 from api.main import create_app
 from creations.settings import Settings
+from creations.store.sqlite import SqliteStore
 
 PROJECT = "phoenix-test"
 
@@ -180,13 +181,35 @@ def test_unreachable_certificates_are_unavailable_not_invalid():
         verifier.verify("eyJhbGciOiJSUzI1NiJ9.e30.sig")
 
 
-def test_firebase_mode_over_http(signing):
+def test_firebase_mode_over_http(signing, tmp_path):
     settings = Settings(auth_mode="firebase", firebase_project_id=PROJECT)
-    app = create_app(settings, store=object(), trigger=object(), storage=object(), verifier=firebase(signing))
+    store = SqliteStore(tmp_path / "auth.sqlite3")
+    store.grant("firebase-user-1", 7, "g1")
+    app = create_app(settings, store=store, trigger=object(), storage=object(), verifier=firebase(signing))
     with TestClient(app) as client:
+        ok = client.get("/v1/me", headers={"Authorization": f"Bearer {id_token(signing['signer'])}"})
+        assert ok.status_code == 200
+        assert ok.json() == {"uid": "firebase-user-1", "tokens": 7}
         bad = client.get("/v1/me", headers={"Authorization": f"Bearer {id_token(signing['stranger'])}"})
         assert bad.status_code == 401
-        assert bad.headers["WWW-Authenticate"].startswith("Bearer")
+        assert bad.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
         assert bad.json()["error"]["code"] == "UNAUTHENTICATED"
         local = client.get("/v1/me", headers={"Authorization": f"Bearer {make_local_token('u1', 'phoenix-local-dev-secret')}"})
         assert local.status_code == 401  # local tokens are not accepted in firebase mode
+    store.close()
+
+
+def test_unreachable_signing_keys_answer_503_not_401(tmp_path):
+    store = SqliteStore(tmp_path / "auth.sqlite3")
+    app = create_app(Settings(auth_mode="firebase", firebase_project_id=PROJECT), store=store, trigger=object(),
+                     storage=object(), verifier=FirebaseTokens(PROJECT, ToLoopback("http://127.0.0.1:9/certs")))
+    with TestClient(app) as client:
+        response = client.get("/v1/me", headers={"Authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.e30.sig"})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "AUTH_UNAVAILABLE"
+    store.close()
+
+
+def test_firebase_mode_needs_a_project():
+    with pytest.raises(ValueError, match="PHOENIX_FIREBASE_PROJECT_ID"):
+        create_app(Settings(auth_mode="firebase"), store=object(), trigger=object(), storage=object())

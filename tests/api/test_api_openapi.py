@@ -9,7 +9,8 @@ import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from api_stack import SECRET, UvicornThread, api_settings
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 
 from api.auth import make_local_token
 from api.main import create_app
@@ -41,18 +42,41 @@ def published_document() -> dict:
     return TestClient(app).get("/openapi.json").json()
 
 
-# The schema is loaded when the module is; each generated case is sent to the fixture's app.
+# The schema is loaded when the module is; each generated case is sent to the fixture's server.
+# One pytest item per operation and mode (not `schema.parametrize()`, whose per-operation
+# subtests lose their failures under pytest-xdist).
 schema = schemathesis.openapi.from_dict(published_document())
+OPERATIONS = [result.ok() for result in schema.get_all_operations()]
+# Invalid requests can be made only where there is something to get wrong.
+CASES = [(op, mode) for op in OPERATIONS for mode in GenerationMode
+         if mode is GenerationMode.POSITIVE or op.body or op.query or op.path_parameters or op.headers]
 
 
-@schema.parametrize()
-@settings(max_examples=30, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
-def test_openapi_conformance(case, fuzz_server):
-    # Every check but "schema-valid request accepted": which options (and prompts) a model takes
-    # depends on the type and lives in creations.options, beyond what a JSON schema states, and a
-    # made-up pageToken is rightly refused; both answer a documented 422.
-    case.call_and_validate(base_url=fuzz_server.url, headers=AUTH, excluded_checks=[positive_data_acceptance])
+@pytest.mark.parametrize("operation,mode", CASES, ids=[f"{op.label}-{mode.value}" for op, mode in CASES])
+def test_openapi_conformance(operation, mode, fuzz_server):
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=30, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    def check(case):
+        # Every check but "schema-valid request accepted": which options (and prompts) a model
+        # takes depends on the type and lives in creations.options, beyond what a JSON schema
+        # states, and a made-up pageToken is rightly refused; both answer a documented 422.
+        case.call_and_validate(base_url=fuzz_server.url, headers=AUTH,
+                               excluded_checks=[positive_data_acceptance])
+
+    check()
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: op.label)
+def test_openapi_coverage_cases(operation, fuzz_server):
+    """Schemathesis' coverage phase: boundary values, missing and wrong-typed parameters, and
+    the methods an operation does not take (405 with an accurate Allow header)."""
+    config = schema.config.generation_for(operation=operation)
+    cases = list(schema.iter_coverage_cases(operation, generation_modes=list(GenerationMode),
+                                            generation_config=config))
+    assert cases
+    for case in cases:
+        case.call_and_validate(base_url=fuzz_server.url, headers=AUTH, excluded_checks=[positive_data_acceptance])
 
 
 def test_openapi_documents_the_errors(fuzz_server):

@@ -163,7 +163,9 @@ def test_tasks_trigger_creates_the_http_task(tasks_server):
     assert http["url"] == ("https://workflowexecutions.googleapis.com/v1/projects/proj-1/locations/"
                            "europe-west1/workflows/creation/executions")
     body = json.loads(base64.b64decode(http["body"]))
+    assert isinstance(body["argument"], str)  # the Executions API takes the argument as a JSON string
     assert json.loads(body["argument"]) == {"creationId": creation.id, "attempt": 3}
+    assert body["labels"] == {"creation-id": creation.id, "type": "video", "attempt": "3"}
     assert http["headers"]["Content-Type"] == "application/json"
     assert http["oauthToken"] == {"serviceAccountEmail": "invoker@proj-1.iam.gserviceaccount.com",
                                   "scope": "https://www.googleapis.com/auth/cloud-platform"}
