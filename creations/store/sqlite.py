@@ -96,6 +96,10 @@ class SqliteStore(Store):
         # Weak: a finished thread's connection is closed when the thread's locals go away.
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
+        # SQLite admits one writer at a time. Threads of this process queue on this lock instead
+        # of on SQLite's busy handler, which sleeps in steps of up to 100 ms and makes a long
+        # tail under load; other processes still meet at SQLite's own lock (BEGIN IMMEDIATE).
+        self._write_lock = threading.Lock()
         self._closed = False
         with self._tx() as db:
             if db.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
@@ -130,6 +134,10 @@ class SqliteStore(Store):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; the write lock is held from the start (BEGIN IMMEDIATE)."""
+        with self._write_lock:
+            yield from self._locked_tx()
+
+    def _locked_tx(self) -> Iterator[sqlite3.Connection]:
         db = self._db()
         try:
             db.execute("BEGIN IMMEDIATE")
