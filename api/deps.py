@@ -12,7 +12,7 @@ from creations.store import Store
 
 from .auth import AuthUnavailable, InvalidToken, TokenVerifier, User
 from .errors import ApiError
-from .triggers import Trigger
+from creations.triggers import Trigger
 
 bearer = HTTPBearer(
     auto_error=False,

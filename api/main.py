@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, *, store=None, trigger=None, st
         store = open_store(settings)
         owned.append(store)
     if trigger is None:
-        from .triggers import trigger_from_settings
+        from creations.triggers import trigger_from_settings
 
         trigger = trigger_from_settings(settings)
         owned.append(trigger)

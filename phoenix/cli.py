@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"phoenix: unknown command {group!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(GROUPS[group][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from ..schemas import (
     Media,
     error_responses,
 )
-from ..triggers import TriggerFailed
+from creations.triggers import TriggerFailed
 
 log = logging.getLogger("api.creations")
 router = APIRouter(prefix="/creations", tags=["creations"])

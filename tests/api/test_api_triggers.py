@@ -14,7 +14,7 @@ from google.cloud.workflows import executions_v1
 from google.cloud.workflows.executions_v1.services.executions.transports.grpc import ExecutionsGrpcTransport
 from tasks_server import TasksRestServer
 
-from api.triggers import (
+from creations.triggers import (
     ExecutionsRestClient,
     ExecutionsTrigger,
     TasksTrigger,

@@ -1,4 +1,5 @@
-"""Starting the one Workflows execution of a creation: the Trigger interface and its adapters.
+"""Starting the one Workflows execution of a creation (used by the API and the operator CLI):
+the Trigger interface and its adapters.
 
 `settings.trigger` picks one: `executions` (the Executions API, directly), `tasks` (a Cloud Tasks
 HTTP task that calls the Executions API: rate limits per queue, dedup by task name) or `local`
@@ -87,8 +88,35 @@ class ExecutionsRestClient:
             raise _http_error(response.status, response.data)
         return Execution.from_json(response.data, ignore_unknown_fields=True)
 
+    def get_json(self, path: str, params: dict[str, str] | None = None, timeout: float = 30.0) -> dict:
+        """GET `/v1/{path}` as JSON: executions and their step entries (which only the REST API
+        serves), for the operator CLI."""
+        from urllib.parse import urlencode
+
+        import urllib3
+
+        query = f"?{urlencode(params)}" if params else ""
+        response = self.http.urlopen("GET", f"{self.endpoint}/v1/{path}{query}", timeout=urllib3.Timeout(total=timeout))
+        if response.status >= 400:
+            raise _http_error(response.status, response.data)
+        return json.loads(response.data)
+
     def close(self) -> None:
         self.pool.clear()
+
+
+def executions_reader_from_settings(settings) -> ExecutionsRestClient:
+    """A REST client of the Executions API the settings point at: the local engine, an
+    override endpoint, or Google's, with application-default credentials."""
+    if settings.trigger == "local":
+        return ExecutionsRestClient(settings.local_engine_url)
+    endpoint = settings.executions_endpoint or EXECUTIONS_API
+    if endpoint.startswith("http://"):
+        return ExecutionsRestClient(endpoint)
+    import google.auth
+
+    credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    return ExecutionsRestClient(endpoint, credentials)
 
 
 def _http_error(status: int, data: bytes) -> core_exceptions.GoogleAPICallError:
