@@ -1,0 +1,44 @@
+"""The whole local stack (`devstack.stack.LocalStack`) for end-to-end tests, once per jobs mode.
+
+`pipeline` is parametrized over the two jobs modes of the Cloud Run Jobs connector: "process"
+(each step is `python -m steps.<name>` in a subprocess, like a container) and "inprocess" (the
+same steps in the engine's threads). Each mode's stack is started once per pytest process, on
+free ports, with its data dir under pytest's temp dir and a VirtualClock, so the YAML's retry
+backoffs (15 s, 60 s, ...) cost no wall time. Under `-n 2 --dist loadgroup` each mode's tests run
+on one worker (xdist group `e2e_<mode>`).
+
+A test that needs one mode only says so with `@pytest.mark.parametrize("pipeline", [PROCESS],
+indirect=True)`.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+from e2e_pipeline import INPROCESS, PROCESS, Pipeline
+
+from devstack.stack import LocalStack, StackConfig
+from localcloud.workflows import VirtualClock
+
+
+@pytest.fixture(scope="session", params=[PROCESS, INPROCESS])
+def pipeline(request, tmp_path_factory) -> Iterator[Pipeline]:
+    mode = request.param
+    config = StackConfig(data_dir=tmp_path_factory.mktemp(f"stack-{mode}"), port=0, jobs_mode=mode,
+                         clock=VirtualClock())
+    stack = LocalStack(config).start()
+    driver = Pipeline(stack)
+    try:
+        yield driver
+    finally:
+        driver.close()
+        stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def _books_balance(request):
+    """After every test that ran creations, the ledger of the whole stack balances."""
+    yield
+    if "pipeline" in request.fixturenames:
+        findings = request.getfixturevalue("pipeline").stack.store.audit()
+        assert findings == [], f"the ledger audit found discrepancies: {findings}"
