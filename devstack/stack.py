@@ -101,7 +101,7 @@ class LocalStack:
         return 0 if self.config.port == 0 else self.config.port + offset
 
     def _start(self, cfg: StackConfig) -> None:
-        s3 = S3Server(cfg.host, self._port(3)).start()
+        s3 = S3Server(cfg.host, self._port(3), own_process=True).start()
         self._stops.append(s3.stop)
         gen = GenServer(cfg.host, self._port(2), instant=cfg.instant_generation).start()
         self._stops.append(gen.stop)

@@ -8,16 +8,25 @@ presigned URLs always work here.
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 
 class S3Server:
-    """moto's threaded S3 server on `host`; port 0 picks a free port."""
+    """moto's S3 server on `host`; port 0 picks a free port. By default a thread of this process;
+    with `own_process=True` a child process, so its CPU work does not compete with this process
+    for the interpreter lock (the local stack's throughput is bound by it otherwise)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True, own_process: bool = False):
         self.host = host
         self._requested_port = port
         self.quiet = quiet
+        self.own_process = own_process
         self._server = None
+        self._process: subprocess.Popen | None = None
         self.port: int | None = None
 
     @property
@@ -27,10 +36,12 @@ class S3Server:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> S3Server:
+        if self._server is not None or self._process is not None:
+            raise RuntimeError("the S3 server is already started")
+        if self.own_process:
+            return self._start_process()
         from moto.server import ThreadedMotoServer
 
-        if self._server is not None:
-            raise RuntimeError("the S3 server is already started")
         if self.quiet:
             # werkzeug logs every request at INFO; keep warnings and errors.
             logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -42,19 +53,52 @@ class S3Server:
 
     def reset(self) -> None:
         """Forget every bucket and object (moto's reset endpoint)."""
-        import urllib.request
-
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
         with urllib.request.urlopen(request, timeout=10):
             pass
+
+    def _start_process(self, timeout: float = 30.0) -> S3Server:
+        port = self._requested_port or _free_port(self.host)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if self.quiet else None)
+        self.port = port
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process.poll() is not None:
+                self._process = None
+                raise RuntimeError(f"the S3 server could not start on {self.host}:{port} (is the port taken?)")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1):
+                    return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the S3 server did not answer on {self.endpoint_url} within {timeout:g} s")
+                time.sleep(0.05)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
         self._server = None
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
 
     def __enter__(self) -> S3Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
