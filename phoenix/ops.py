@@ -3,19 +3,22 @@
     phoenix ops trace CREATION_ID [--json]       the creation, its executions and their step entries
     phoenix ops replay CREATION_ID... [--dry-run]
     phoenix ops replay --failed [--code CODE]... [--limit N] [--dry-run]
+    phoenix ops reconcile [--older-than SECONDS] [--limit N] [--dry-run]
+                                                 fail and refund creations whose execution has ended
     phoenix ops audit                            prove balance = grants - debits + refunds for every user
 
 Configuration comes from the same PHOENIX_* settings as the API (store, trigger, project): the
 defaults reach a `phoenix dev` stack started with its defaults. A replay is a new execution of
 the creation's next attempt; it pays once for that attempt and skips steps whose output is
-still valid (no second paid generation).
+still valid (no second paid generation). Exit status: 0 done (or nothing to do), 1 something
+was found that still needs an operator (or a check failed), 2 bad arguments or configuration.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from creations.errors import CreationsError
 from creations.model import Creation, CreationError, Status
@@ -39,12 +42,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--code", action="append", default=[], help="with --failed: only these error codes (repeatable)")
     r.add_argument("--limit", type=int, default=100, help="with --failed: at most this many (default 100)")
     r.add_argument("--dry-run", action="store_true", help="list what would be replayed, change nothing")
+    c = sub.add_parser("reconcile", help="fail and refund creations whose execution ended without settling them")
+    c.add_argument("--older-than", type=int, default=900, metavar="SECONDS",
+                   help="only creations pending or processing unchanged for this long (default 900)")
+    c.add_argument("--limit", type=int, default=100, help="at most this many, oldest first (default 100)")
+    c.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
     sub.add_parser("audit", help="check every user's balance against the ledger")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
+        return int(exc.code or 0)
     try:
         settings = Settings()
     except Exception as exc:  # pydantic names the variable
@@ -58,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             return trace(settings, store, args.creation_id, as_json=args.json)
         if args.command == "replay":
             return replay(settings, store, args)
+        if args.command == "reconcile":
+            return reconcile(settings, store, args)
         return audit(store)
     except CreationsError as exc:
         print(f"phoenix ops: {exc.message}", file=sys.stderr)
@@ -204,6 +217,51 @@ def _record_execution(c: Creation, name: str) -> Creation | None:
         return None
     c.execution_ids.append(name)
     return c
+
+
+# --- reconcile -----------------------------------------------------------------------------
+
+
+def reconcile(settings: Settings, store, args) -> int:
+    """One line per stuck creation; 0 when every one is now terminal or left running on purpose."""
+    if args.older_than < 0:
+        print("phoenix ops reconcile: --older-than must be 0 or more seconds", file=sys.stderr)
+        return 2
+    if not 1 <= args.limit <= 10_000:
+        print("phoenix ops reconcile: --limit must be between 1 and 10000", file=sys.stderr)
+        return 2
+    from creations.joblog import JobLog
+    from creations.pipeline import StepServices
+    from creations.reconcile import Action, Reconciler
+    from creations.triggers import executions_reader_from_settings, workflow_path
+
+    try:
+        reader = executions_reader_from_settings(settings)
+    except Exception as exc:  # noqa: BLE001 - credentials or endpoint: say which
+        print(f"phoenix ops reconcile: cannot reach the Executions API: {exc}", file=sys.stderr)
+        return 1
+    # The refund step's structured log goes to stderr: a record of every money move made here.
+    services = StepServices(settings, store=store, log=JobLog(sys.stderr))
+    reconciler = Reconciler(store, reader, services, log=services.log.bind(command="phoenix ops reconcile"),
+                            workflow=workflow_path(settings.gcp_project, settings.gcp_region, settings.workflow_name))
+    counts: dict[Action, int] = {}
+    try:
+        for r in reconciler.run(older_than=timedelta(seconds=args.older_than), limit=args.limit,
+                                dry_run=args.dry_run):
+            counts[r.action] = counts.get(r.action, 0) + 1
+            c = r.creation
+            print(f"  {c.id} attempt {c.attempt} {c.status.value}, {r.execution.describe()}: {r.message}")
+    finally:
+        services.close()
+        reader.close()
+    found = sum(counts.values())
+    if not found:
+        print(f"nothing to reconcile: no creation pending or processing unchanged for {args.older_than} s")
+        return 0
+    summary = ", ".join(f"{n} {action.value}" for action, n in counts.items())
+    print(f"{found} found: {summary}{' (dry run: nothing changed)' if args.dry_run else ''}")
+    unsettled = counts.get(Action.UNSETTLED, 0) + counts.get(Action.WOULD_COMPENSATE, 0)
+    return 1 if unsettled else 0
 
 
 # --- audit ---------------------------------------------------------------------------------
