@@ -1,11 +1,11 @@
 """The steps that move tokens: make the current attempt pay, and give back a failed attempt's debit."""
 from __future__ import annotations
 
-from ..errors import InsufficientTokens, StaleAttempt
+from ..errors import InsufficientTokens
 from ..joblog import JobLog
-from ..model import Creation, CreationError, Status
+from ..model import CreationError, Status
 from .contract import StepInput, StepResult
-from .fencing import ensure_current, fenced_update, load
+from .fencing import ensure_current, load
 from .services import StepServices
 
 # Recorded by refund when the attempt failed without any step recording why (a job killed by its
@@ -41,44 +41,29 @@ def debit_check(inp: StepInput, svc: StepServices, log: JobLog) -> StepResult:
 def refund(inp: StepInput, svc: StepServices, log: JobLog) -> StepResult:
     """Give back this attempt's debit at most once, and mark a current attempt failed.
 
-    The creation is marked failed BEFORE the refund, in a fenced transaction that refuses a draft:
-    a finalize racing this refund then cannot turn a refunded creation into a draft (failed ->
-    draft is not a transition), and a draft is never refunded. If the refund itself then fails,
-    running this step again completes it (the creation is failed, the ledger entry id is fixed).
+    Both happen in ONE store transaction (`store.refund(..., fail_with=...)`): no crash between
+    them can leave a failed creation unrefunded, and the store refuses to refund a draft of that
+    attempt, so a finalize racing this refund cannot produce a refunded draft (whichever commits
+    first wins; failed -> draft is not a transition).
 
     A stale run (an older attempt, e.g. an old execution racing a replay) only refunds that old
     attempt's own debit, if one was taken and not yet refunded, and touches nothing else."""
     creation = load(svc, inp)
-    if creation.attempt != inp.attempt:
+    current = creation.attempt == inp.attempt
+    if not current:
         log.warning("refunding a superseded attempt: only its own debit, nothing else",
                     currentAttempt=creation.attempt)
     elif creation.status is Status.DRAFT:
         return StepResult.skipped("the creation is a draft: nothing to refund")
-    elif creation.status is not Status.FAILED:
-        try:
-            after = fenced_update(svc, inp, _mark_failed)
-        except StaleAttempt as exc:
-            # A replay began, or another run failed the creation, between our read and our write.
-            log.warning("the attempt was superseded or ended meanwhile; refunding only its debit",
-                        reason=str(exc))
-        else:
-            if after.status is Status.DRAFT:
-                return StepResult.skipped("the creation became a draft meanwhile: nothing to refund")
-    refunded = svc.store.refund(inp.creation_id, inp.attempt)
+    unrecorded = CreationError(step="refund", **UNRECORDED_FAILURE)
+    refunded = svc.store.refund(inp.creation_id, inp.attempt, fail_with=unrecorded if current else None)
     after = svc.store.get_creation(inp.creation_id) or creation
     output = {"refunded": refunded, "status": after.status.value,
               "error": after.error.to_dict() if after.error else None}
     if refunded:
         log.notice("refunded the attempt", cost=creation.cost, uid=creation.uid)
         return StepResult.done(f"refunded {creation.cost} tokens of attempt {inp.attempt}", output)
+    if after.status is Status.DRAFT and after.attempt == inp.attempt:
+        return StepResult.skipped("the creation became a draft meanwhile: nothing to refund", output)
     return StepResult.skipped(
         f"attempt {inp.attempt} was already refunded or never paid: nothing to refund", output)
-
-
-def _mark_failed(creation: Creation) -> Creation | None:
-    if creation.status is Status.DRAFT or creation.status is Status.FAILED:
-        return None
-    creation.transition(Status.FAILED)
-    if creation.error is None:
-        creation.error = CreationError(step="refund", **UNRECORDED_FAILURE)
-    return creation

@@ -9,7 +9,7 @@ import abc
 from dataclasses import dataclass
 from typing import Callable
 
-from ..model import Creation, LedgerEntry, Status
+from ..model import Creation, CreationError, LedgerEntry, Status
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,13 @@ class Store(abc.ABC):
         Raises InsufficientTokens (nothing written) or StaleAttempt if attempt != creation.attempt."""
 
     @abc.abstractmethod
-    def refund(self, creation_id: str, attempt: int) -> bool:
+    def refund(self, creation_id: str, attempt: int, *, fail_with: CreationError | None = None) -> bool:
         """Give back the debit of `attempt`, at most once (`{id}:{attempt}:refund`), in one transaction
         with charge.refunded[attempt] = True. Returns True if it refunded now; False if already
-        refunded or nothing was debited for that attempt. The amount is the debit's, from the
-        ledger, so a deleted creation's debit is still refunded."""
+        refunded, nothing was debited for that attempt, or the creation is a draft of that attempt
+        (a draft is never refunded). The amount is the debit's, from the ledger, so a deleted
+        creation's debit is still refunded. With `fail_with`, a current attempt not yet terminal is
+        marked failed in the same transaction (its recorded error kept, else `fail_with`)."""
 
     # --- users and the ledger --------------------------------------------------------------
 

@@ -38,11 +38,11 @@ from ..errors import (
     StoreUnavailable,
     TooManyActive,
 )
-from ..model import Creation, EntryKind, LedgerEntry, Status, utcnow
+from ..model import Creation, CreationError, EntryKind, LedgerEntry, Status, utcnow
 from .audit import ChargeRecord, find_discrepancies
 from .base import AuditFinding, CreateResult, Store
 from .paging import check_limit, decode_page_token, encode_page_token
-from .records import as_utc, check_id, checked_update, idempotency_doc_id, new_creation_record
+from .records import as_utc, check_id, checked_update, idempotency_doc_id, new_creation_record, settle_refund
 
 T = TypeVar("T")
 
@@ -289,32 +289,46 @@ class FirestoreStore(Store):
 
         return self._transact(self._uid_of_creation(creation_id), body)
 
-    def refund(self, creation_id: str, attempt: int) -> bool:
+    def refund(self, creation_id: str, attempt: int, *, fail_with: CreationError | None = None) -> bool:
         debit_ref = self._ledger.document(LedgerEntry.debit_id(creation_id, attempt))
         refund_ref = self._ledger.document(LedgerEntry.refund_id(creation_id, attempt))
         creation_ref = self._creations.document(creation_id)
         first_look = self._call(lambda: debit_ref.get())
         if not first_look.exists:
-            return False  # never debited (a debit committed after this read is refunded by a later call)
-        uid = first_look.get("uid")
+            uid = None  # never debited (a debit committed after this read is refunded by a later call)
+            if fail_with is None:
+                return False
+            snapshot = self._call(lambda: creation_ref.get())
+            if not snapshot.exists:
+                return False
+            uid = snapshot.get("uid")
+        else:
+            uid = first_look.get("uid")
         user_ref = self._users.document(uid)
 
         def body(tx) -> bool:
             debit = debit_ref.get(transaction=tx)
             refund = refund_ref.get(transaction=tx)
             user = user_ref.get(transaction=tx)
-            creation = creation_ref.get(transaction=tx)
-            if not debit.exists or refund.exists:
+            snapshot = creation_ref.get(transaction=tx)
+            may_refund, creation, marked = settle_refund(
+                creation_from_doc(snapshot) if snapshot.exists else None, attempt, fail_with)
+            if not may_refund:
                 return False
-            amount = int(debit.get("amount"))
-            balance = int((user.to_dict() or {}).get("tokens", 0)) if user.exists else 0
-            tx.create(refund_ref, _entry_to_doc(LedgerEntry(
-                id=refund_ref.id, uid=uid, kind=EntryKind.REFUND, amount=amount, creation_id=creation_id,
-                attempt=attempt)))
-            tx.set(user_ref, {"tokens": balance + amount}, merge=True)
-            if creation.exists:  # a deleted creation is still refunded: the ledger holds the debit
-                tx.update(creation_ref, {f"charge.refunded.`{attempt}`": True, "updated_at": utcnow()})
-            return True
+            refunded = debit.exists and not refund.exists
+            if refunded:
+                amount = int(debit.get("amount"))
+                balance = int((user.to_dict() or {}).get("tokens", 0)) if user.exists else 0
+                tx.create(refund_ref, _entry_to_doc(LedgerEntry(
+                    id=refund_ref.id, uid=uid, kind=EntryKind.REFUND, amount=amount, creation_id=creation_id,
+                    attempt=attempt)))
+                tx.set(user_ref, {"tokens": balance + amount}, merge=True)
+                if creation is not None:
+                    creation.charge["refunded"][str(attempt)] = True
+            if creation is not None and (refunded or marked):
+                creation.updated_at = utcnow()
+                tx.set(creation_ref, creation_to_doc(creation))
+            return refunded
 
         return self._transact(uid, body)
 

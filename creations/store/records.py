@@ -5,7 +5,7 @@ import copy
 import hashlib
 from datetime import datetime, timezone
 
-from ..model import Creation, Status, utcnow
+from ..model import Creation, CreationError, Status, utcnow
 
 # Document ids / keys must be usable as Firestore document ids as well as SQLite keys.
 _FORBIDDEN_ID_CHARS = ("/",)
@@ -65,3 +65,25 @@ def checked_update(before: Creation, after: Creation) -> Creation:
 def idempotency_doc_id(uid: str, key: str) -> str:
     """Where an idempotency key is recorded: a hash, so any key (any length, any character) fits."""
     return hashlib.sha256(f"{uid}\x00{key}".encode()).hexdigest()
+
+
+def settle_refund(creation: Creation | None, attempt: int,
+                  fail_with: CreationError | None) -> tuple[bool, Creation | None, bool]:
+    """What refund() may do to the creation, decided inside its transaction.
+
+    Returns (may_refund, the creation to update or None, whether it was marked failed). A draft
+    of that attempt is never refunded. With `fail_with`, a current attempt that is not yet
+    terminal is marked failed in the same transaction as the refund (keeping a recorded error,
+    else `fail_with`), so no crash can leave a failed creation unrefunded."""
+    if creation is None:
+        return True, None, False  # a deleted creation is still refunded: the ledger holds the debit
+    current = creation.attempt == attempt
+    if current and creation.status is Status.DRAFT:
+        return False, None, False
+    changed = copy.deepcopy(creation)
+    marked = fail_with is not None and current and not changed.status.terminal
+    if marked:
+        changed.transition(Status.FAILED)
+        if changed.error is None:
+            changed.error = fail_with
+    return True, changed, marked

@@ -28,11 +28,11 @@ from ..errors import (
     StoreUnavailable,
     TooManyActive,
 )
-from ..model import Creation, EntryKind, LedgerEntry, Status, utcnow
+from ..model import Creation, CreationError, EntryKind, LedgerEntry, Status, utcnow
 from .audit import ChargeRecord, find_discrepancies
 from .base import AuditFinding, CreateResult, Store
 from .paging import check_limit, decode_page_token, encode_page_token
-from .records import as_utc, check_id, checked_update, idempotency_doc_id, new_creation_record
+from .records import as_utc, check_id, checked_update, idempotency_doc_id, new_creation_record, settle_refund
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -322,25 +322,26 @@ class SqliteStore(Store):
             self._put(db, creation)
         return True
 
-    def refund(self, creation_id: str, attempt: int) -> bool:
+    def refund(self, creation_id: str, attempt: int, *, fail_with: CreationError | None = None) -> bool:
         with self._tx() as db:
+            may_refund, creation, marked = settle_refund(self._get(db, creation_id), attempt, fail_with)
+            if not may_refund:
+                return False
             row = db.execute(f"SELECT {self._ENTRY_COLUMNS} FROM ledger WHERE id = ?",
                              (LedgerEntry.debit_id(creation_id, attempt),)).fetchone()
-            if row is None:
-                return False
-            debit = self._entry(row)
             refund_id = LedgerEntry.refund_id(creation_id, attempt)
-            if db.execute("SELECT 1 FROM ledger WHERE id = ?", (refund_id,)).fetchone():
-                return False
-            self._add_entry(db, LedgerEntry(id=refund_id, uid=debit.uid, kind=EntryKind.REFUND,
-                                            amount=debit.amount, creation_id=creation_id, attempt=attempt))
-            self._set_balance(db, debit.uid, self._balance(db, debit.uid) + debit.amount)
-            creation = self._get(db, creation_id)
-            if creation is not None:  # a deleted creation is still refunded: the ledger holds the debit
-                creation.charge["refunded"][str(attempt)] = True
+            refunded = row is not None and not db.execute("SELECT 1 FROM ledger WHERE id = ?", (refund_id,)).fetchone()
+            if refunded:
+                debit = self._entry(row)
+                self._add_entry(db, LedgerEntry(id=refund_id, uid=debit.uid, kind=EntryKind.REFUND,
+                                                amount=debit.amount, creation_id=creation_id, attempt=attempt))
+                self._set_balance(db, debit.uid, self._balance(db, debit.uid) + debit.amount)
+                if creation is not None:
+                    creation.charge["refunded"][str(attempt)] = True
+            if creation is not None and (refunded or marked):
                 creation.updated_at = utcnow()
                 self._put(db, creation)
-        return True
+        return refunded
 
     # --- users and the ledger ----------------------------------------------------------------
 

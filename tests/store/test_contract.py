@@ -180,6 +180,66 @@ def test_refund_gives_back_once(store):
     assert store.audit() == []
 
 
+UNRECORDED = CreationError(code="UNKNOWN", message="no step recorded a cause", step="refund", retryable=True)
+
+
+def test_refund_can_fail_the_creation_in_the_same_transaction(store):
+    store.grant("alice", 5, "signup:alice")
+    creation = store.create_with_debit(make_creation(cost=3)).creation
+    store.update_creation(creation.id, to(Status.PROCESSING))
+
+    assert store.refund(creation.id, 1, fail_with=UNRECORDED) is True
+    after = store.get_creation(creation.id)
+    assert after.status is Status.FAILED and after.error == UNRECORDED
+    assert after.charge == {"debited": {"1": True}, "refunded": {"1": True}}
+    assert store.balance("alice") == 5
+    assert store.refund(creation.id, 1, fail_with=UNRECORDED) is False
+    assert store.audit() == []
+
+
+def test_refund_that_fails_the_creation_keeps_the_recorded_error(store):
+    store.grant("alice", 5, "signup:alice")
+    creation = store.create_with_debit(make_creation()).creation
+
+    def recorded(c: Creation) -> Creation:
+        c.transition(Status.PROCESSING)
+        c.error = CreationError(code="CONTENT_POLICY", message="blocked", step="generate", retryable=False)
+        return c
+
+    store.update_creation(creation.id, recorded)
+    assert store.refund(creation.id, 1, fail_with=UNRECORDED) is True
+    after = store.get_creation(creation.id)
+    assert after.status is Status.FAILED and after.error.code == "CONTENT_POLICY"
+
+
+def test_a_draft_is_never_refunded(store):
+    store.grant("alice", 5, "signup:alice")
+    creation = store.create_with_debit(make_creation(cost=2)).creation
+    store.update_creation(creation.id, to(Status.PROCESSING))
+    store.update_creation(creation.id, to(Status.DRAFT))
+
+    assert store.refund(creation.id, 1, fail_with=UNRECORDED) is False
+    assert store.refund(creation.id, 1) is False
+    after = store.get_creation(creation.id)
+    assert after.status is Status.DRAFT and after.charge["refunded"] == {}
+    assert store.balance("alice") == 3
+    assert store.audit() == []
+
+
+def test_refund_of_a_superseded_attempt_leaves_the_current_one_alone(store):
+    store.grant("alice", 5, "signup:alice")
+    creation = store.create_with_debit(make_creation()).creation
+    store.update_creation(creation.id, replay_after_failure)   # attempt 2 begins before 1 was refunded
+    assert store.refund(creation.id, 1) is True
+    after = store.get_creation(creation.id)
+    assert after.attempt == 2 and after.status is Status.PENDING and after.error is None
+    assert store.balance("alice") == 5
+
+
+def replay_after_failure(creation: Creation) -> Creation:
+    return replay(fail(creation))
+
+
 def test_refund_of_an_attempt_never_debited_is_refused(store):
     store.grant("alice", 5, "signup:alice")
     creation = store.create_with_debit(make_creation()).creation
