@@ -27,10 +27,7 @@ from localcloud.workflows.steps import (
 )
 from localcloud.workflows.templates import Literal, Template, compile_value
 
-try:  # the HTTP functions register themselves in STDLIB when imported
-    import localcloud.workflows.stdlib_http  # noqa: F401
-except ImportError:  # pragma: no cover - only while the module does not exist yet
-    pass
+import localcloud.workflows.stdlib_http  # noqa: F401  (the HTTP functions register themselves in STDLIB)
 
 STEP_KINDS = ("assign", "call", "switch", "for", "parallel", "raise", "return", "try", "steps")
 STEP_KEYS = frozenset(STEP_KINDS + ("args", "result", "next", "retry", "except"))
