@@ -13,7 +13,8 @@ import uuid
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from google_rest_fake import GoogleRestFake, google_error
 
 WORKFLOW_EXECUTIONS = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+/workflows/[^/]+)/executions$")
 
@@ -55,62 +56,24 @@ class ExecutionsRecorder:
         self.fail_status = None
 
 
-def google_error(code: int, status: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message, "status": status}}).encode()
+class ExecutionsRestServer(GoogleRestFake, ExecutionsRecorder):
+    route = WORKFLOW_EXECUTIONS
 
-
-class ExecutionsRestServer(ExecutionsRecorder):
     def __init__(self):
-        super().__init__()
-        recorder = self
+        ExecutionsRecorder.__init__(self)
+        GoogleRestFake.__init__(self)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out as two writes
-
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-            def reply(self, code: int, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                match = WORKFLOW_EXECUTIONS.match(self.path.split("?")[0])
-                if not match:
-                    return self.reply(404, google_error(404, "NOT_FOUND", f"no route {self.path}"))
-                if recorder.fail_status:
-                    return self.reply(recorder.fail_status, google_error(recorder.fail_status, "UNAVAILABLE", "unavailable"))
-                try:
-                    body = json.loads(raw)
-                    argument = body.get("argument", "")
-                    json.loads(argument)  # the argument is a JSON *string*
-                except (ValueError, TypeError, AttributeError):
-                    return self.reply(400, google_error(400, "INVALID_ARGUMENT", "argument must be a JSON string"))
-                started = recorder.record(match.group(1), argument, body.get("labels") or {})
-                now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-                self.reply(200, json.dumps({
-                    "name": started.name, "state": "ACTIVE", "argument": argument,
-                    "labels": started.labels, "startTime": now,
-                }).encode())
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def start(self) -> "ExecutionsRestServer":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def create(self, match: re.Match, raw: bytes) -> tuple[int, bytes]:
+        try:
+            body = json.loads(raw)
+            argument = body.get("argument", "")
+            json.loads(argument)  # the argument is a JSON *string*
+        except (ValueError, TypeError, AttributeError):
+            return 400, google_error(400, "INVALID_ARGUMENT", "argument must be a JSON string")
+        started = self.record(match.group(1), argument, body.get("labels") or {})
+        now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        return 200, json.dumps({"name": started.name, "state": "ACTIVE", "argument": argument,
+                                "labels": started.labels, "startTime": now}).encode()
 
 
 class ExecutionsGrpcServer(ExecutionsRecorder):
