@@ -102,13 +102,23 @@ class MediaStorage:
         """Where an attempt's intermediate media lives; deleted once the creation is final."""
         if not isinstance(attempt, int) or attempt < 1:
             raise ValueError(f"attempt must be a positive integer, got {attempt!r}")
-        return (f"{self.staging_prefix}{_segment('creation_id', creation_id)}/{attempt}/"
-                f"{_segment('name', name)}")
+        return f"{self._staging_prefix_of(creation_id)}{attempt}/{_segment('name', name)}"
 
     def final_key(self, uid: str, creation_id: str, name: str) -> str:
         """Where a finished creation's public media lives."""
-        return (f"media/{_segment('uid', uid)}/{_segment('creation_id', creation_id)}/"
-                f"{_segment('name', name)}")
+        return f"{self._final_prefix_of(uid, creation_id)}{_segment('name', name)}"
+
+    def delete_creation_media(self, uid: str, creation_id: str) -> int:
+        """Delete every object of a creation, published and staged; returns how many."""
+        return (self.delete_prefix(self._final_prefix_of(uid, creation_id))
+                + self.delete_prefix(self._staging_prefix_of(creation_id)))
+
+    def _staging_prefix_of(self, creation_id: str) -> str:
+        return f"{self.staging_prefix}{_segment('creation_id', creation_id)}/"
+
+    @staticmethod
+    def _final_prefix_of(uid: str, creation_id: str) -> str:
+        return f"media/{_segment('uid', uid)}/{_segment('creation_id', creation_id)}/"
 
     # --- bucket ------------------------------------------------------------------------------
 

@@ -225,7 +225,6 @@ def delete_creation(creation_id: str, user: CurrentUser, store: StoreDep, storag
                        f"creation {creation.id} is {creation.status.value}; delete it once it is a draft or failed")
     # Media first: if storage fails the record stays and a retried DELETE finishes the job.
     if storage is not None:
-        storage.delete_prefix(f"media/{creation.uid}/{creation.id}/")
-        storage.delete_prefix(f"{storage.staging_prefix}{creation.id}/")
+        storage.delete_creation_media(creation.uid, creation.id)
     store.delete_creation(creation.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
