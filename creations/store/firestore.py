@@ -294,16 +294,17 @@ class FirestoreStore(Store):
         refund_ref = self._ledger.document(LedgerEntry.refund_id(creation_id, attempt))
         creation_ref = self._creations.document(creation_id)
         first_look = self._call(lambda: debit_ref.get())
-        if not first_look.exists:
-            uid = None  # never debited (a debit committed after this read is refunded by a later call)
+        if first_look.exists:
+            uid = first_look.get("uid")
+        else:
+            # Never debited (a debit committed after this read is refunded by a later call); there
+            # is still a creation to fail when asked to.
             if fail_with is None:
                 return False
             snapshot = self._call(lambda: creation_ref.get())
             if not snapshot.exists:
                 return False
             uid = snapshot.get("uid")
-        else:
-            uid = first_look.get("uid")
         user_ref = self._users.document(uid)
 
         def body(tx) -> bool:
