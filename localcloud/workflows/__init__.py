@@ -9,7 +9,12 @@ from localcloud.workflows.clock import Clock, RealClock, VirtualClock
 from localcloud.workflows.connectors import ConnectorCall, ConnectorRegistry
 from localcloud.workflows.errors import LoadError, WorkflowError
 from localcloud.workflows.executions import (
-    ArgumentTooLarge, Engine, EngineError, FailedPrecondition, InvalidArgument, NotFound,
+    ArgumentTooLarge,
+    Engine,
+    EngineError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
 )
 from localcloud.workflows.loader import load_file, load_source
 

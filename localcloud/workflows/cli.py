@@ -21,7 +21,10 @@ from typing import Any, TextIO
 from localcloud.workflows.clock import RealClock
 from localcloud.workflows.errors import LoadError
 from localcloud.workflows.executions import (
-    EngineError, Engine, InvalidArgument, parse_rfc3339,
+    Engine,
+    EngineError,
+    InvalidArgument,
+    parse_rfc3339,
 )
 from localcloud.workflows.loader import load_file
 

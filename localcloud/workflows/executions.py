@@ -13,9 +13,9 @@ import base64
 import datetime as _dt
 import hashlib
 import itertools
-import queue
 import json
 import os
+import queue
 import re
 import socket
 import threading
