@@ -158,6 +158,9 @@ class LocalStack:
         engine.connectors.bind(JOBS_RUN, jobs)
         engine.connectors.bind(DOCUMENTS_GET, StoreDocuments(self.store).get)
         engine.deploy(WORKFLOW_ID, WORKFLOW_FILE, env={"JOB_PREFIX": JOB_PREFIX, "JOBS_LOCATION": REGION})
+        # Creations a crash of the stack interrupted run again from their start (safe: every step
+        # is idempotent and fenced by attempt), so a crash costs time, not the user's creation.
+        self.resumed = engine.resume_interrupted()
 
         self._start_api(settings, api_socket)
         self.urls = {

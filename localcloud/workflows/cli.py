@@ -19,13 +19,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from localcloud.workflows.clock import RealClock
-from localcloud.workflows.errors import LoadError
-from localcloud.workflows.executions import (
-    Engine,
-    EngineError,
-    InvalidArgument,
-    parse_rfc3339,
-)
+from localcloud.workflows.engine import Engine
+from localcloud.workflows.errors import EngineError, InvalidArgument, LoadError
+from localcloud.workflows.executions import parse_rfc3339
 from localcloud.workflows.loader import load_file
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -191,6 +187,8 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                   file=out)
         if failed:
             return EXIT_USAGE
+        for name in engine.resume_interrupted():
+            print(f"resumed {name} (interrupted when an earlier engine stopped)", file=out)
         try:
             rest = ExecutionsServer(engine, port=args.port)
             grpc_server = ExecutionsGrpcServer(engine, port=args.grpc_port)
