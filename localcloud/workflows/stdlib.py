@@ -16,7 +16,7 @@ import math
 import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Protocol
-from urllib.parse import quote, quote_plus, unquote
+from urllib.parse import quote, quote_plus, unquote_plus
 
 from localcloud.workflows import stdlib_http
 from localcloud.workflows import values as V
@@ -574,7 +574,8 @@ def _regex(fn: str, regexp: Any) -> re.Pattern:
 
 @_function("text.find_all")
 def _text_find_all(ctx, source, substr):
-    """Every non-overlapping instance of `substr`, leftmost first: [{index, match}]."""
+    """The indexes (code points) of every non-overlapping instance of `substr`, leftmost first:
+    text.find_all("00000", "00") is [0, 2]."""
     _want("text.find_all", "source", source, str)
     _want("text.find_all", "substr", substr, str)
     if not substr:
@@ -584,7 +585,7 @@ def _text_find_all(ctx, source, substr):
         i = source.find(substr, start)
         if i < 0:
             return found
-        found.append({"index": i, "match": substr})
+        found.append(i)
         start = i + len(substr)
 
 
@@ -608,8 +609,8 @@ def _text_replace_all(ctx, source, substr, repl):
     _want("text.replace_all", "source", source, str)
     _want("text.replace_all", "substr", substr, str)
     _want("text.replace_all", "repl", repl, str)
-    if not substr:
-        raise value_error("text.replace_all: substr must not be empty")
+    # An empty substr matches at the start and after each code point (k + 1 replacements), as
+    # documented; str.replace does the same.
     return source.replace(substr, repl)
 
 
@@ -658,23 +659,30 @@ def _text_to_upper(ctx, source):
 
 @_function("text.url_encode")
 def _text_url_encode(ctx, source):
-    """Percent-encode everything but unreserved characters (space becomes %20)."""
+    """Percent-encode everything but letters, digits and .-_ (space becomes %20)."""
     _want("text.url_encode", "source", source, str)
-    return quote(source, safe="")
+    return quote(source, safe="").replace("~", "%7E")
 
 
 @_function("text.url_encode_plus")
 def _text_url_encode_plus(ctx, source):
     """Like url_encode, but a space becomes '+'."""
     _want("text.url_encode_plus", "source", source, str)
-    return quote_plus(source, safe="")
+    return quote_plus(source, safe="").replace("~", "%7E")
+
+
+_PERCENT_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 @_function("text.url_decode")
 def _text_url_decode(ctx, source):
+    """Percent escapes decoded as UTF-8, and '+' as a space."""
     _want("text.url_decode", "source", source, str)
+    if _PERCENT_ESCAPE.search(source):
+        raise value_error(f"text.url_decode: {source!r} has a % not followed by two hexadecimal "
+                          f"digits")
     try:
-        return unquote(source, errors="strict")
+        return unquote_plus(source, errors="strict")
     except UnicodeDecodeError:
         raise value_error(f"text.url_decode: {source!r} does not decode to UTF-8") from None
 
