@@ -303,9 +303,12 @@ class Frame:
 
     def wait_retry(self, step: Any, delay: float, attempt: int, error: WorkflowError,
                    entry: Any) -> None:
-        with self.history.record(self.routine_name, step.name, "STEP_RETRY", entry,
-                                 {"progressType": "PROGRESS_TYPE_RETRY",
-                                  "progressNumber": attempt, "delaySeconds": delay}):
+        meta = {"progressType": "PROGRESS_TYPE_RETRY", "progressNumber": attempt,
+                "delaySeconds": delay}
+        speed = getattr(self.run.clock, "speed", 1)
+        if speed != 1:   # a local clock that runs waits faster says so in the step history
+            meta["clockSpeed"] = speed
+        with self.history.record(self.routine_name, step.name, "STEP_RETRY", entry, meta):
             self.ctx.clock.sleep(delay)
 
     def run_except(self, step: Any, error: WorkflowError, entry: Any) -> Any:
