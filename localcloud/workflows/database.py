@@ -13,7 +13,7 @@ import socket
 import sqlite3
 import threading
 from collections import deque
-from typing import Any, Iterable
+from typing import Any
 
 from localcloud.workflows.history import IN_PROGRESS, Entry
 
@@ -124,7 +124,7 @@ def owner_tag(engine_id: str) -> str:
 
 
 class Database:
-    def __init__(self, path: str, live_engines: Iterable[str] = ()):
+    def __init__(self, path: str):
         self.path = str(path)
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.lock = threading.Lock()

@@ -255,10 +255,6 @@ class Engine:
             self._deployments[workflow_id] = deployment
             return deployment
 
-    def workflows(self) -> list[str]:
-        return [r[0] for r in self.db.execute(
-            "SELECT DISTINCT workflow_id FROM revisions ORDER BY workflow_id")]
-
     # -- start
     def start(self, workflow_id: str, argument: Any = None, labels: Mapping[str, str] | None = None,
               call_log_level: str = "CALL_LOG_LEVEL_UNSPECIFIED") -> str:

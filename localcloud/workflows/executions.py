@@ -14,7 +14,6 @@ from localcloud.workflows.errors import InvalidArgument, WorkflowError
 
 QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED = ("QUEUED", "ACTIVE", "SUCCEEDED", "FAILED",
                                                 "CANCELLED")
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 CALL_LOG_LEVELS = ("CALL_LOG_LEVEL_UNSPECIFIED", "LOG_ALL_CALLS", "LOG_ERRORS_ONLY", "LOG_NONE")
 BASIC_FIELDS = ("name", "state", "createTime", "startTime", "endTime", "duration",
                 "workflowRevisionId", "labels", "callLogLevel", "status")

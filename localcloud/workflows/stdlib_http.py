@@ -20,6 +20,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from localcloud.workflows import limits
 from localcloud.workflows import values as V
 from localcloud.workflows.errors import (
     WorkflowError,
@@ -30,7 +31,7 @@ from localcloud.workflows.errors import (
 
 DEFAULT_TIMEOUT = 300.0
 MAX_TIMEOUT = 1800.0
-MAX_RESPONSE_BYTES = 2 * 1024 * 1024
+MAX_RESPONSE_BYTES = limits.HTTP_RESPONSE_BYTES
 USER_AGENT = "GoogleCloudWorkflows; (+https://cloud.google.com/workflows/docs)"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 AUTH_TYPES = ("OIDC", "OAuth2")
