@@ -1,4 +1,4 @@
-"""`phoenix demo`: the whole pipeline on one machine, in about a minute and a half.
+"""`phoenix demo`: the whole pipeline on one machine, retry backoffs 10x faster (`--speed 1`: real time).
 
 Starts the local stack on free ports with a fresh data dir, grants a demo user some tokens,
 submits four creations through the API (an image, a video, a prompt the safety filter refuses
