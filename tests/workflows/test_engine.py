@@ -250,7 +250,8 @@ def test_second_engine_on_same_file_leaves_running_executions_alone(tmp_path: Pa
         first.deploy("w", "- c:\n    call: googleapis.test.v1.block\n    result: r\n"
                           "- d:\n    return: ${r}\n")
         name = first.start("w")
-        wait_for(lambda: first.get_execution(name)["state"] == "ACTIVE")
+        # Until the stored row says ACTIVE (what a second engine reads), not only the live record.
+        wait_for(lambda: first.db.execution(name.rsplit("/", 1)[1])["state"] == "ACTIVE")
         second = Engine(db_path=db)
         try:
             assert second.get_execution(name)["state"] == "ACTIVE"
