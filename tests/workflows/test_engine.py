@@ -255,6 +255,7 @@ def test_second_engine_on_same_file_leaves_running_executions_alone(tmp_path: Pa
         second = Engine(db_path=db)
         try:
             assert second.get_execution(name)["state"] == "ACTIVE"
+            assert second.resume_interrupted() == []     # running elsewhere: not interrupted
         finally:
             second.shutdown()
         release.set()
