@@ -39,7 +39,7 @@ from creations.store.changes import changes_for
 
 from ..deps import CurrentUser, SettingsDep, StorageDep, StoreDep, only_query
 from ..errors import ApiError
-from ..schemas import CreationOut, ErrorResponse, error_responses
+from ..schemas import CreationOut, error_responses
 from .creations import creation_out, owned_creation
 
 router = APIRouter(prefix="/creations", tags=["events"])
@@ -214,20 +214,50 @@ def _stream(body: AsyncIterator[str], release) -> EventStreamResponse:
 _END = ": the stream's time is up; reconnect with Last-Event-ID to continue\n\n"
 _HEARTBEAT = ": heartbeat\n\n"
 
+def _event_item_schema() -> dict[str, Any]:
+    """One event of the stream, as OpenAPI 3.2's `itemSchema` describes server-sent events."""
+    data = CreationEvent.model_json_schema(by_alias=True, mode="serialization",
+                                           ref_template="#/components/schemas/{model}")
+    data.pop("$defs", None)
+    return {
+        "type": "object",
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string", "description": "One creation: `{attempt}:{step}`. All creations: the newest "
+                                                    "`updatedAt` sent. Send it back as Last-Event-ID to resume."},
+            "event": {"type": "string", "enum": ["status", "deleted"]},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+            "retry": {"type": "integer", "description": "Sent once, first: the reconnect delay in milliseconds."},
+        },
+    }
+
+
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "model": CreationEvent,
         "description": (
             "A `text/event-stream`. First `retry: 2000`; then one event per status change, each "
             "`id: <event id>`, `event: status`, `data: <CreationEvent as JSON>`; comment lines "
             "(`: heartbeat`) every heartbeat interval; `event: deleted` (`data: {\"id\"}`) if the creation "
             "is deleted. The stream ends after the terminal (draft or failed) event, or when its time is up "
             "(reconnect with `Last-Event-ID`)."),
+        "content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": _event_item_schema()}},
     },
     204: {"description": "Nothing more to send: the creation was already terminal at `Last-Event-ID` "
                          "(or, for all creations, none is active and none finished since). EventSource stops."},
-    429: {"model": ErrorResponse, "description": "Too many event streams open for this user; close one."},
 }
+
+
+def _json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The usual error answers, documented as JSON (the route's own media type is the stream's)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status, entry in error_responses(*statuses).items():
+        ref = {"$ref": f"#/components/schemas/{entry['model'].__name__}"}
+        out[status] = {"description": entry["description"], "content": {"application/json": {"schema": ref}}}
+    out[500] = {"description": "Internal error (details are in the logs).",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    out[429] = {"description": "Too many event streams open for this user; close one (see Retry-After).",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    return out
 
 
 # --- routes -------------------------------------------------------------------------------------
@@ -236,7 +266,7 @@ _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/events",
     response_class=EventStreamResponse,
-    responses={**_STREAM_RESPONSES, **error_responses(401, 422, 503)},
+    responses={**_STREAM_RESPONSES, **_json_errors(401, 422, 503)},
     dependencies=[Depends(only_query())],
     summary="Follow all of the user's active creations live (server-sent events)",
 )
@@ -258,10 +288,16 @@ async def all_events(
     return _stream(_follow_all(request, user.uid, store, storage, settings, first, since, release), release)
 
 
+@router.api_route("/events", methods=["POST", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False)
+async def all_events_other_methods() -> Response:
+    # Without this, DELETE /creations/events would reach DELETE /creations/{creation_id}.
+    raise ApiError(405, "METHOD_NOT_ALLOWED", "Method Not Allowed", headers={"Allow": "GET"})
+
+
 @router.get(
     "/{creation_id}/events",
     response_class=EventStreamResponse,
-    responses={**_STREAM_RESPONSES, **error_responses(401, 404, 422, 503)},
+    responses={**_STREAM_RESPONSES, **_json_errors(401, 404, 422, 503)},
     dependencies=[Depends(only_query())],
     summary="Follow one creation's status live (server-sent events)",
 )
