@@ -240,7 +240,7 @@ _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
             "(`: heartbeat`) every heartbeat interval; `event: deleted` (`data: {\"id\"}`) if the creation "
             "is deleted. The stream ends after the terminal (draft or failed) event, or when its time is up "
             "(reconnect with `Last-Event-ID`)."),
-        "content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": _event_item_schema()}},
+        "content": {"text/event-stream": {"itemSchema": _event_item_schema()}},
     },
     204: {"description": "Nothing more to send: the creation was already terminal at `Last-Event-ID` "
                          "(or, for all creations, none is active and none finished since). EventSource stops."},
@@ -265,7 +265,7 @@ def _json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 @router.get(
     "/events",
-    response_class=EventStreamResponse,
+    response_class=Response,  # documented below: the stream's events, not one body
     responses={**_STREAM_RESPONSES, **_json_errors(401, 422, 503)},
     dependencies=[Depends(only_query())],
     summary="Follow all of the user's active creations live (server-sent events)",
@@ -296,7 +296,7 @@ async def all_events_other_methods() -> Response:
 
 @router.get(
     "/{creation_id}/events",
-    response_class=EventStreamResponse,
+    response_class=Response,  # documented below: the stream's events, not one body
     responses={**_STREAM_RESPONSES, **_json_errors(401, 404, 422, 503)},
     dependencies=[Depends(only_query())],
     summary="Follow one creation's status live (server-sent events)",
