@@ -21,6 +21,7 @@ the running stack (for `phoenix dev grant` and `phoenix ops`).
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import sys
 import threading
@@ -266,15 +267,17 @@ class LocalStack:
                 "executions_endpoint", "tasks_endpoint", "tasks_service_account", "tasks_queue_image",
                 "tasks_queue_video", "gcp_project", "gcp_region", "workflow_name")
         env = {k: v for k, v in settings_env(settings).items() if k[len("PHOENIX_"):].lower() in keep}
-        if env.get("PHOENIX_SQLITE_PATH"):
-            env["PHOENIX_SQLITE_PATH"] = str(Path(env["PHOENIX_SQLITE_PATH"]).resolve())
+        if settings.store == "sqlite":
+            env["PHOENIX_SQLITE_PATH"] = str(Path(settings.sqlite_path).resolve())
+        else:
+            env.pop("PHOENIX_SQLITE_PATH", None)
         env.update(self._firestore_env())
         return env
 
     def _write_ops_env(self, settings: Settings) -> None:
         path = self.config.data_dir / OPS_ENV_FILE
         lines = ["# The settings that reach the running `phoenix dev` stack: set -a; . THIS_FILE; set +a"]
-        lines += [f"{k}={v}" for k, v in sorted(self.ops_env(settings).items())]
+        lines += [f"{k}={shlex.quote(v)}" for k, v in sorted(self.ops_env(settings).items())]
         path.write_text("\n".join(lines) + "\n")
         self._stops.append(lambda: path.unlink(missing_ok=True))
 

@@ -231,6 +231,7 @@ class Task:
     first_attempt: Attempt | None = None
     last_attempt: Attempt | None = None
     extra_deliveries: int = 0         # deliberate duplicates still to send after a success
+    redelivery: bool = False          # the next dispatch is such a duplicate
 
     def to_json(self, view: str = "BASIC") -> dict:
         request: dict[str, Any] = {"url": self.http["url"], "httpMethod": self.http["method"],
@@ -264,6 +265,8 @@ class Delivery:
 
 
 def _view(raw: Any) -> str:
+    if isinstance(raw, str) and raw.isdigit():   # query parameters carry enums as numbers
+        raw = int(raw)
     if isinstance(raw, int) and 0 <= raw < len(_VIEWS):
         raw = _VIEWS[raw]
     return "FULL" if raw == "FULL" else "BASIC"
@@ -543,9 +546,7 @@ class CloudTasks:
 
     def _dispatch(self, queue: Queue, task: Task) -> None:
         with self._lock:
-            duplicate = task.response_count > 0 and task.extra_deliveries > 0 and \
-                task.last_attempt is not None and task.last_attempt.response_status is not None and \
-                200 <= task.last_attempt.response_status < 300
+            duplicate, task.redelivery = task.redelivery, False
             task.dispatch_count += 1
             attempt = Attempt(schedule_time=task.schedule_time, dispatch_time=self.clock.now())
             if task.first_attempt is None:
@@ -567,8 +568,9 @@ class CloudTasks:
                 self._lock.notify_all()
                 return
             if status is not None and 200 <= status < 300:
-                if task.extra_deliveries > 0 and not duplicate:
+                if task.extra_deliveries > 0:
                     task.extra_deliveries -= 1
+                    task.redelivery = True
                     task.schedule_time = now
                     self._push(task)
                 else:
