@@ -27,13 +27,19 @@ def pytest_collection_modifyitems(items):
             item.add_marker(PARITY)
 
 
-@pytest.fixture(scope="module")
-def parity(tmp_path_factory, firestore_emulator) -> Iterator[Stack]:  # noqa: F811
-    config = dict(store="firestore", trigger="tasks", firestore_emulator=firestore_emulator,
+def parity_stack(data_dir, emulator, jobs_mode: str):
+    """The stack on production settings, on `emulator`, with step jobs run as `jobs_mode` says."""
+    config = dict(store="firestore", trigger="tasks", firestore_emulator=emulator,
                   # Production's queue retry config, on the virtual clock.
                   queue_retry=RetryConfig(max_attempts=10, min_backoff=1.0, max_backoff=60.0, max_doublings=4),
                   extra_settings={"max_active_per_user": MAX_ACTIVE})
-    with running_stack(tmp_path_factory.mktemp("parity"), jobs_mode="inprocess", **config) as stack:
+    return running_stack(data_dir, jobs_mode=jobs_mode, **config)
+
+
+@pytest.fixture(scope="module")
+def parity(tmp_path_factory, firestore_emulator) -> Iterator[Stack]:  # noqa: F811
+    """Step jobs in-process (fast); tests/parity/test_parity_processes.py runs them as processes."""
+    with parity_stack(tmp_path_factory.mktemp("parity"), firestore_emulator, "inprocess") as stack:
         yield stack
 
 
