@@ -119,6 +119,21 @@ def test_an_outage_refunds_then_the_operators_replay_charges_once_and_reuses_the
     assert ops_main(["audit"]) == 0
 
 
+def test_the_operators_trace_finds_the_executions_cloud_tasks_started(stack: Stack, monkeypatch, capsys):
+    user = stack.new_user(1)
+    creation_id = stack.submit(user, unique("a fox in snow #blocked"))
+    name = stack.finish(creation_id).execution["name"]
+    assert stack.creation(creation_id).execution_ids == []   # the tasks trigger cannot know it
+    for key, value in stack.stack.ops_env().items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+
+    assert ops_main(["trace", creation_id]) == 0
+
+    out = capsys.readouterr().out
+    assert f"execution {name}" in out and "state FAILED" in out and "generate_media" in out
+
+
 def test_a_job_killed_after_its_work_is_retried_and_the_creation_completes(stack: Stack):
     user = stack.new_user(1)
     tag = marker()
