@@ -207,7 +207,7 @@ class ChaosRun:
             for index, batch in enumerate(batches):
                 began = time.monotonic()
                 self._send(batch, kill=index in kill_at)
-                self.report.phases["submitting"] += time.monotonic() - began
+                self.report.phases["submitting, restarts included"] += time.monotonic() - began
             began = time.monotonic()
             self._settle(store)
             self.report.phases["settling"] += time.monotonic() - began
