@@ -2,6 +2,7 @@
 
     phoenix dev [--port 8080] [--data-dir .data] [--in-process] [--instant]
                 [--store sqlite|firestore] [--trigger local|tasks]
+                [--fault JOB:KIND[:TIMES][@MARKER] ...] [--clock real|virtual]
     phoenix dev token UID                 a bearer token the local API accepts
     phoenix dev grant UID N [--data-dir]  add N tokens to UID (a ledger grant, audited like any other)
 
@@ -51,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="sqlite (embedded, default) or firestore (Google's Firestore emulator, as production)")
     p.add_argument("--trigger", choices=("local", "tasks"), default="local",
                    help="local (the API starts executions directly, default) or tasks (Cloud Tasks, as production)")
+    p.add_argument("--fault", action="append", default=[], metavar="JOB:KIND[:TIMES][@MARKER]",
+                   help="make the JOB jobs (upload, generate, *) of creations whose prompt holds MARKER misbehave: "
+                        "fail, crash_after, twice, storage_down, store_down or generation_down; TIMES runs per "
+                        "creation (default: every run). Repeatable. See devstack/faults.py")
+    p.add_argument("--clock", choices=("real", "virtual"), default="real",
+                   help="virtual: the workflow's waits (retry backoffs, polling) take no wall time")
     sub = p.add_subparsers(dest="command")
     t = sub.add_parser("token", help="print a bearer token the local API accepts")
     t.add_argument("uid", type=_uid)
@@ -135,9 +142,12 @@ def _serve(args) -> int:
     from localcloud.firestore_emulator import EmulatorNotInstalled
 
     try:
+        from localcloud.workflows import VirtualClock
+
         config = StackConfig(data_dir=args.data_dir, port=args.port,
                              jobs_mode="inprocess" if args.in_process else "process",
-                             instant_generation=args.instant, store=args.store, trigger=args.trigger)
+                             instant_generation=args.instant, store=args.store, trigger=args.trigger,
+                             faults=list(args.fault), clock=VirtualClock() if args.clock == "virtual" else None)
     except ValueError as exc:
         print(f"phoenix dev: {exc}", file=sys.stderr)
         return 2
@@ -160,6 +170,10 @@ def _serve(args) -> int:
         print(f"  data dir    {config.data_dir.resolve()}")
         print(f"  jobs        {config.jobs_mode}")
         print(f"  store       {config.store}   trigger {config.trigger}")
+        if config.clock is not None:
+            print("  clock       virtual: waits take no wall time")
+        for spec in config.faults:
+            print(f"  fault       {spec}")
         print("try:  TOKEN=$(phoenix dev token alice); phoenix dev grant alice 20 --data-dir", config.data_dir)
         print(f"      curl -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/me")
         ops_env = (config.data_dir / OPS_ENV_FILE).resolve()
