@@ -44,7 +44,8 @@ def _positive(value: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="phoenix dev", description="The local stack on loopback.")
     p.add_argument("--port", type=int, default=8080,
-                   help="the API's port; the engine, generation and S3 servers take the next three (0: free ports)")
+                   help="the API's port; the engine, generation and S3 servers take the next three, "
+                        "Cloud Tasks (--trigger tasks) the fourth (0: free ports)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where state persists (default .data)")
     p.add_argument("--in-process", action="store_true", help="run step jobs in-process instead of as subprocesses")
     p.add_argument("--instant", action="store_true", help="generation answers at once with tiny media")

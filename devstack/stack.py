@@ -69,7 +69,7 @@ QUEUE_RATES = {"creations-image": RateLimits(max_dispatches_per_second=20, max_c
 @dataclass
 class StackConfig:
     data_dir: Path
-    port: int = 8080                 # the API's; the engine, generation and S3 servers take the next three (0: free ports)
+    port: int = 8080                 # the API's; the engine, generation, S3 and Cloud Tasks servers take the next four (0: free ports)
     host: str = "127.0.0.1"
     jobs_mode: Mode = "process"
     instant_generation: bool = False
@@ -87,8 +87,8 @@ class StackConfig:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
-        if not (self.port == 0 or 1024 <= self.port <= 65532):
-            raise ValueError(f"--port must be 0 (free ports) or between 1024 and 65532, not {self.port}")
+        if not (self.port == 0 or 1024 <= self.port <= 65531):
+            raise ValueError(f"--port must be 0 (free ports) or between 1024 and 65531, not {self.port}")
         if self.jobs_mode not in ("process", "inprocess"):
             raise ValueError(f"jobs mode must be 'process' or 'inprocess', not {self.jobs_mode!r}")
         if self.max_concurrent < 1:
