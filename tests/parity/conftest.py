@@ -47,7 +47,14 @@ def parity(tmp_path_factory, firestore_emulator) -> Iterator[Stack]:  # noqa: F8
 def stack(parity: Stack, firestore_emulator) -> Iterator[Stack]:  # noqa: F811
     """The module's stack with an empty Firestore; every task delivered and every execution
     ended when the test is over."""
-    firestore_emulator.reset(PROJECT)
+    # A busy machine (or the emulator finishing a lock timeout) can hold a reset up: be patient.
+    for attempt in range(3):
+        try:
+            firestore_emulator.reset(PROJECT, timeout=30)
+            break
+        except OSError:
+            if attempt == 2:
+                raise
     yield parity
     parity.stack.tasks.tasks.wait_idle(60)
     for execution in parity.engine.list_executions("creation", filter='state="ACTIVE"')[0]:
