@@ -186,3 +186,21 @@ def test_twenty_concurrent_creations_of_one_user_at_the_limit(stack: Stack):
     assert sorted(e.creation_id for e in entries) == sorted(accepted)
     assert all(e.kind is EntryKind.DEBIT for e in entries)
     assert stack.balance(user) == 0
+
+
+def test_phoenix_dev_grant_writes_the_running_stacks_firestore(stack: Stack, monkeypatch, capsys):
+    from devstack.cli import main as dev_main, stack_env
+
+    running = stack_env(stack.data_dir)
+    assert running is not None and running["PHOENIX_STORE"] == "firestore"
+    for key, value in running.items():        # restored after the test, whatever grant sets
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PHOENIX_STORE", "sqlite")   # the shell says otherwise: the running stack wins
+    uid = f"granted-{marker()[1:-1]}"
+
+    assert dev_main(["grant", uid, "7", "--data-dir", str(stack.data_dir)]) == 0
+
+    assert "(firestore)" in capsys.readouterr().out
+    assert stack.store.balance(uid) == 7
+    assert [e.kind for e in stack.store.ledger(uid)] == [EntryKind.GRANT]
+    stack.touched = True
