@@ -510,10 +510,10 @@ deploy_rules() {
   [[ $FIRESTORE_DATABASE == "(default)" ]] || release=cloud.firestore/$FIRESTORE_DATABASE
   if (( DRY_RUN )); then
     quote_cmd gcloud auth print-access-token >&3
-    quote_cmd curl -fsS -H 'Authorization: Bearer $TOKEN' "$api/releases/$release" >&3
-    quote_cmd curl -fsS -X POST -H 'Authorization: Bearer $TOKEN' -H 'Content-Type: application/json' \
+    quote_cmd curl -fsS -H 'Authorization: Bearer <gcloud auth print-access-token>' "$api/releases/$release" >&3
+    quote_cmd curl -fsS -X POST -H 'Authorization: Bearer <gcloud auth print-access-token>' -H 'Content-Type: application/json' \
       --data-binary '{"source":{"files":[{"name":"firestore.rules","content":"<firestore.rules>"}]}}' "$api/rulesets" >&3
-    quote_cmd curl -fsS -X POST -H 'Authorization: Bearer $TOKEN' -H 'Content-Type: application/json' \
+    quote_cmd curl -fsS -X POST -H 'Authorization: Bearer <gcloud auth print-access-token>' -H 'Content-Type: application/json' \
       --data-binary "{\"name\":\"projects/$PROJECT/releases/$release\",\"rulesetName\":\"<new ruleset>\"}" "$api/releases" >&3
     return 0
   fi
@@ -544,15 +544,15 @@ deploy_rules() {
 }
 
 deploy_images() {
-  local image missing=0
+  local image absent=0
   for image in steps steps-media api ops; do
     if ! probe gcloud artifacts docker images describe "$IMAGES/$image:$TAG" "--project=$PROJECT" "--format=value(image_summary.digest)" >/dev/null; then
-      missing=1
+      absent=1
       break
     fi
     status "image" "$image:$TAG" "up to date"
   done
-  (( missing )) || return 0
+  (( absent )) || return 0
   # Cloud Build builds all four from the sources (.gcloudignore decides what is uploaded).
   change gcloud builds submit --config=cloudbuild.yaml "--substitutions=_IMAGES=$IMAGES,_TAG=$TAG" "--project=$PROJECT" .
   for image in steps steps-media api ops; do status "image" "$image:$TAG" "built"; done
@@ -704,7 +704,8 @@ destroy() {
     say "queues, scheduler, service accounts and their grants, and the image repository."
     if (( DELETE_DATA )); then say "It ALSO DELETES the Firestore database $FIRESTORE_DATABASE: every creation and balance."; fi
     local typed=""
-    read -r -p "Type the project id to confirm: " typed </dev/tty || true
+    printf 'Type the project id to confirm: ' >&2
+    read -r typed || true
     [[ $typed == "$PROJECT" ]] || die "confirmation did not match; nothing was deleted"
   fi
   remove scheduler "$RECONCILE_JOB" gcloud scheduler jobs describe "$RECONCILE_JOB" "--location=$REGION" "--project=$PROJECT" -- \
