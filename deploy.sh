@@ -113,7 +113,7 @@ check() {
   "$@" 2>/dev/null
 }
 
-status() { (( DRY_RUN )) || say "$(printf '  %-11s %-52s %s' "$1" "$2" "$3")"; }
+status() { (( DRY_RUN )) || say "$(printf '  %-11s %-62s %s' "$1" "$2" "$3")"; }
 
 sha() {
   if command -v sha256sum >/dev/null 2>&1; then sha256sum | cut -c1-16; else shasum -a 256 | cut -c1-16; fi

@@ -61,7 +61,7 @@ class Project:
         self.state_dir.mkdir()
         (self.state_dir / "state.json").write_text(json.dumps(seed))
         gcloud = bin_dir / "gcloud"
-        gcloud.write_text(f"#!/bin/sh\nexec {sys.executable} {HERE / 'fake_gcloud.py'} \"$@\"\n")
+        gcloud.write_text(f"#!/bin/sh\nexec {sys.executable} -S {HERE / 'fake_gcloud.py'} \"$@\"\n")
         gcloud.chmod(0o755)
         self.path_env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_GCLOUD_STATE": str(self.state_dir)}
 
