@@ -778,8 +778,9 @@ main() {
     destroy
     return 0
   fi
-  TAG=$(image_tag)
-  (( DRY_RUN )) || say "Deploying to $PROJECT ($REGION), images tagged $TAG"
+  TAG=""
+  if selected images || selected jobs || selected api || selected reconcile; then TAG=$(image_tag); fi
+  (( DRY_RUN )) || say "Deploying to $PROJECT ($REGION)${TAG:+, images tagged $TAG}"
   local part
   for part in "${PARTS[@]}"; do
     selected "$part" || continue

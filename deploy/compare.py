@@ -69,8 +69,9 @@ def exemptions(path: str) -> int:
 
 def exempt(field_text: str) -> int:
     config = (_load(field_text) or {}).get("indexConfig")
-    if not config:
+    if config is None:  # no such field (or no answer): make the exemption
         return 1
+    # An exemption with no indexes reads back as {} (empty lists and false flags are omitted).
     return 0 if not config.get("usesAncestorConfig") and not config.get("indexes") else 1
 
 
