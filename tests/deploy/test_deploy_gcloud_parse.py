@@ -17,7 +17,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from deploy_project import make_project
+
+pytestmark = pytest.mark.slow
 
 NO_ACCOUNT = "You do not currently have an active account selected"
 BOOLEAN_FLAGS = {"--quiet", "--async", "--enabled", "--allow-unauthenticated", "--disable-indexes"}
