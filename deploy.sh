@@ -639,11 +639,13 @@ deploy_api() {
   local env
   env=$(runtime_env)
   [[ -n $(conf MAX_ACTIVE_PER_USER) ]] && env+=",PHOENIX_MAX_ACTIVE_PER_USER=$(conf MAX_ACTIVE_PER_USER)"
-  # Public: the API checks Firebase ID tokens itself (PHOENIX_AUTH_MODE=firebase).
+  # Public: the API checks Firebase ID tokens itself (PHOENIX_AUTH_MODE=firebase). The request
+  # timeout sits above the longest live status stream (events_max_stream_seconds, 900 s), after
+  # which the client reconnects; the streams are async, so one instance holds many.
   deploy_labeled service "$API_SERVICE" \
     gcloud run services describe "$API_SERVICE" "--region=$REGION" "--project=$PROJECT" "--format=value(metadata.labels.$LABEL)" -- \
     gcloud run deploy "$API_SERVICE" "--image=$IMAGES/api:$TAG" "--region=$REGION" --cpu=1 --memory=512Mi \
-    --concurrency=40 --min-instances=0 "--max-instances=$(conf API_MAX_INSTANCES 20)" --timeout=300s \
+    --concurrency=80 --min-instances=0 "--max-instances=$(conf API_MAX_INSTANCES 20)" --timeout=960s \
     "--service-account=$(sa_email api)" "--set-env-vars=$env" "--set-secrets=$(secret_refs)" \
     --allow-unauthenticated --platform=managed "--project=$PROJECT" --quiet
   if (( ! DRY_RUN )); then
