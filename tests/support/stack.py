@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from api.auth import make_local_token
+from creations.joblog import JobLog
 from creations.model import Creation, EntryKind
 from creations.pipeline import StepServices
 from devstack.faults import Fault, Hold, closed_port  # noqa: F401 - closed_port is part of the kit
@@ -126,6 +127,7 @@ class Stack:
             client.close()
         if self._services is not None:
             self._services.close()
+            self._log_file.close()
         _live.discard(self)
 
     @property
@@ -258,9 +260,12 @@ class Stack:
 
     @property
     def services(self) -> StepServices:
-        """In-process step services on the stack's own store and storage."""
+        """In-process step services on the stack's own store and storage; their JSON logs go to
+        DATA_DIR/steps-outside.log, so a test's stdout holds only what the test printed."""
         if self._services is None:
-            self._services = StepServices(self.settings, store=self.store, storage=self.storage)
+            self._log_file = open(self.data_dir / "steps-outside.log", "a", encoding="utf-8")
+            self._services = StepServices(self.settings, store=self.store, storage=self.storage,
+                                          log=JobLog(self._log_file))
         return self._services
 
     def run_step(self, step: str, creation_id: str, attempt: int) -> int:
