@@ -184,6 +184,9 @@ class LocalStack:
         engine.connectors.bind(JOBS_RUN, jobs)
         engine.connectors.bind(DOCUMENTS_GET, StoreDocuments(self.store).get)
         engine.deploy(WORKFLOW_ID, WORKFLOW_FILE, env={"JOB_PREFIX": JOB_PREFIX, "JOBS_LOCATION": REGION})
+        # On stop, the engine ends (its in-process steps finish) before the store and the services
+        # they use are closed: a step must never meet a closed database.
+        self._stops.append(lambda: engine.shutdown(wait=False))
 
         self._start_api(settings, api_socket)
         self.urls = {

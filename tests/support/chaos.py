@@ -165,9 +165,13 @@ class ChaosRun:
             self.dev.crash()
         else:
             try:
-                self.dev.interrupt()
+                code = self.dev.interrupt()
             except AssertionError:       # it did not stop in time, and was killed
                 how = "ctrl-c, then sigkill"
+                code = 0
+            if code != 0:
+                with self.lock:
+                    self.report.violations.append(f"phoenix dev exited {code} on Ctrl-C (0 expected)")
         with self.lock:
             self.report.kills[how] += 1
 
