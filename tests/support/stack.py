@@ -72,7 +72,8 @@ def running_stack(data_dir: Path, *, jobs_mode: str = "inprocess", clock: str = 
 class User:
     uid: str
     granted: int
-    http: httpx.Client
+    http: httpx.Client       # the API, with the user's bearer token
+    token: str
 
 
 @dataclass
@@ -136,16 +137,21 @@ class Stack:
 
     # --- users and the API ---------------------------------------------------------------
 
-    def new_user(self, tokens: int) -> User:
-        """A user granted `tokens`, with an HTTP client that carries their bearer token."""
+    @property
+    def urls(self) -> dict[str, str]:
+        return self.stack.urls
+
+    def new_user(self, tokens: int, uid: str | None = None) -> User:
+        """A user (a fresh uid unless given) granted `tokens`, with an HTTP client that carries
+        their bearer token."""
         self.touched = True
-        uid = f"user-{uuid.uuid4().hex[:12]}"
+        uid = uid or f"user-{uuid.uuid4().hex[:12]}"
         self.store.grant(uid, tokens, f"grant:{uid}")
         token = make_local_token(uid, self.settings.local_auth_secret)
         client = httpx.Client(base_url=self.stack.urls["api"], timeout=30.0,
                               headers={"Authorization": f"Bearer {token}"})
         self._clients.append(client)
-        return User(uid=uid, granted=tokens, http=client)
+        return User(uid=uid, granted=tokens, http=client, token=token)
 
     def post_creation(self, user: User, prompt: str, type_: str = "image", *,
                       idempotency_key: str | None = None, **options: Any) -> httpx.Response:
