@@ -227,6 +227,9 @@ class LocalStack:
         else:
             engine.connectors.bind(DOCUMENTS_GET, StoreDocuments(self.store).get)
         engine.deploy(WORKFLOW_ID, WORKFLOW_FILE, env={"JOB_PREFIX": JOB_PREFIX, "JOBS_LOCATION": REGION})
+        # On stop, the engine ends (its in-process steps finish) before the store and the services
+        # they use are closed: a step must never meet a closed database.
+        self._stops.append(lambda: engine.shutdown(wait=False))
         # Creations a crash of the stack interrupted run again from their start (safe: every step
         # is idempotent and fenced by attempt), so a crash costs time, not the user's creation.
         self.resumed = engine.resume_interrupted()

@@ -30,4 +30,5 @@ def test_random_faults_kills_and_duplicates_leave_every_creation_settled_and_pai
     assert report.violations == [], f"seed {seed}:\n" + "\n".join(report.violations)
     # The run did what it says: faults met, the stack killed, both endings seen.
     assert sum(report.kills.values()) == kills
+    assert "ctrl-c, then sigkill" not in report.kills, "a Ctrl-C did not stop the stack in time"
     assert report.drafts > 0 and report.failed > 0

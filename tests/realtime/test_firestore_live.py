@@ -12,32 +12,25 @@ import httpx
 import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from api.auth import make_local_token
-from devstack.stack import LocalStack, StackConfig
 from tests.support import sse
 from tests.support.firestore_users import UserClient, load_rules
+from tests.support.stack import Stack, running_stack
 from tests.support.transitions import replayed, to_failed, to_processing
 
 WAIT = 90.0  # seconds of wall time before a test gives up waiting
 
 
 @pytest.fixture
-def firestore_stack(firestore_emulator, firestore_project, tmp_path) -> Iterator[LocalStack]:
+def firestore_stack(firestore_emulator, firestore_project, tmp_path) -> Iterator[Stack]:
     load_rules(firestore_emulator, firestore_project)
-    config = StackConfig(data_dir=tmp_path, port=0, jobs_mode="inprocess", instant_generation=True,
-                         extra_settings={"store": "firestore", "firestore_project": firestore_project,
-                                         "events_heartbeat_seconds": 0.5})
-    stack = LocalStack(config).start()
-    yield stack
-    findings = stack.store.audit()
-    stack.stop()
-    assert findings == []
+    with running_stack(tmp_path, jobs_mode="inprocess", clock="real", instant_generation=True,
+                       extra_settings={"store": "firestore", "firestore_project": firestore_project,
+                                       "events_heartbeat_seconds": 0.5}) as stack:
+        yield stack
 
 
-def api_user(stack: LocalStack, uid: str, tokens: int = 10) -> httpx.Client:
-    stack.store.grant(uid, tokens, f"grant-{uid}")
-    token = make_local_token(uid, stack.settings.local_auth_secret)
-    return httpx.Client(base_url=stack.urls["api"], headers={"Authorization": f"Bearer {token}"}, timeout=30)
+def api_user(stack: Stack, uid: str, tokens: int = 10) -> httpx.Client:
+    return stack.new_user(tokens, uid=uid).http
 
 
 class Seen:

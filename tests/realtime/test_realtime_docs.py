@@ -10,13 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.auth import make_local_token
 from creations.model import Creation, CreationType
 from creations.store.firestore import FirestoreStore
-from devstack.stack import LocalStack, StackConfig
 from tests.support import sse
 from tests.support.firestore import emulator_client
 from tests.support.firestore_users import RestClient, equals, id_token, load_rules
+from tests.support.stack import running_stack
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "realtime.md").read_text()
 
@@ -29,17 +28,15 @@ def documented(pattern: str) -> re.Match:
 
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory):
-    stack = LocalStack(StackConfig(data_dir=tmp_path_factory.mktemp("docs"), port=0, jobs_mode="inprocess",
-                                   instant_generation=True)).start()
-    yield stack
-    stack.stop()
+    with running_stack(tmp_path_factory.mktemp("docs"), jobs_mode="inprocess", clock="real",
+                       instant_generation=True) as stack:
+        yield stack
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_documented_curl_command_follows_a_creation_to_its_draft(local_stack):
     command = documented(r'curl -N -H "Authorization: Bearer \$TOKEN" "\$API/v1/creations/\$ID/events"').group(0)
-    local_stack.store.grant("docs-reader", 5, "grant-docs-reader")
-    token = make_local_token("docs-reader", local_stack.settings.local_auth_secret)
+    token = local_stack.new_user(5, uid="docs-reader").token
     api = local_stack.urls["api"]
     created = httpx.post(f"{api}/v1/creations", headers={"Authorization": f"Bearer {token}"},
                          json={"type": "image", "prompt": "a lighthouse at dawn"})

@@ -94,7 +94,7 @@ class ChaosReport:
     faults: collections.Counter = field(default_factory=collections.Counter)
     kills: collections.Counter = field(default_factory=collections.Counter)
     duplicates_sent: int = 0
-    resent_after_kill: int = 0
+    sent_again: int = 0
     reconciled: int = 0
     wall_seconds: float = 0.0
     phases: collections.Counter = field(default_factory=collections.Counter)   # phase -> seconds
@@ -107,7 +107,7 @@ class ChaosReport:
             f"faults injected {sum(self.faults.values())}: "
             + ", ".join(f"{SWITCHES[m][1]} {n}" for m, n in sorted(self.faults.items())),
             f"stack kills {sum(self.kills.values())}: " + ", ".join(f"{k} {n}" for k, n in sorted(self.kills.items())),
-            f"duplicate POSTs {self.duplicates_sent}; POSTs sent again after a kill {self.resent_after_kill}",
+            f"duplicate POSTs {self.duplicates_sent}; POSTs sent again (answer lost to a kill) {self.sent_again}",
             f"creations settled by the reconciler {self.reconciled}",
             f"violations {len(self.violations)}",
             f"wall time {self.wall_seconds:.1f} s ("
@@ -164,7 +164,14 @@ class ChaosRun:
         if how == "sigkill":
             self.dev.crash()
         else:
-            self.dev.interrupt()
+            try:
+                code = self.dev.interrupt()
+            except AssertionError:       # it did not stop in time, and was killed
+                how = "ctrl-c, then sigkill"
+                code = 0
+            if code != 0:
+                with self.lock:
+                    self.report.violations.append(f"phoenix dev exited {code} on Ctrl-C (0 expected)")
         with self.lock:
             self.report.kills[how] += 1
 
@@ -236,13 +243,17 @@ class ChaosRun:
         if killer is not None:
             killer.join()
             self.start()
-            lost = [p for p, ok in zip(batch, sent) if not ok]
-            self.report.resent_after_kill += len(lost)
+        # What a client does with a POST whose answer it never got: send it again, same key.
+        lost = [p for p, ok in zip(batch, sent) if not ok]
+        for _ in range(3):
+            if not lost:
+                return
+            self.report.sent_again += len(lost)
             with ThreadPoolExecutor(max_workers=12) as pool:
                 again = list(pool.map(self.post, lost))
-            for p, ok in zip(lost, again):
-                if not ok:
-                    self.report.violations.append(f"{p.key}: POST failed again after the restart")
+            lost = [p for p, ok in zip(lost, again) if not ok]
+        for p in lost:
+            self.report.violations.append(f"{p.key}: POST unanswered after three tries")
 
     def _settle(self, store) -> None:
         """Until nothing is pending or processing: let running executions end; creations whose

@@ -64,10 +64,15 @@ class DevProcess:
         assert self.proc is not None
         return self.proc.pid       # the leader of its own session and group
 
-    def interrupt(self, timeout: float = 60.0) -> int:
-        """Ctrl-C: SIGINT to every process of the group; waits for the stack to stop."""
+    def interrupt(self, timeout: float = 90.0) -> int:
+        """Ctrl-C: SIGINT to every process of the group; waits for the stack to stop (and kills
+        it if it has not within `timeout`: two stacks must never share a data dir)."""
         os.killpg(self.pgid, signal.SIGINT)
-        return self._wait(timeout)
+        try:
+            return self._wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.crash()
+            raise AssertionError(f"phoenix dev did not stop within {timeout:g} s of Ctrl-C") from None
 
     def crash(self) -> int:
         """SIGKILL to every process of the group: nothing gets to clean up."""
@@ -86,7 +91,7 @@ class DevProcess:
 
     def client(self, uid: str) -> httpx.Client:
         """An API client for `uid`, with the bearer token `phoenix dev token UID` prints."""
-        return httpx.Client(base_url=self.urls["api"], timeout=30.0,
+        return httpx.Client(base_url=self.urls["api"], timeout=60.0,
                             headers={"Authorization": f"Bearer {local_token(uid)}"})
 
     def store(self) -> SqliteStore:

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from api.auth import make_local_token
+from creations.joblog import JobLog
 from creations.model import Creation, EntryKind
 from creations.pipeline import StepServices
 from devstack.faults import Fault, Hold, closed_port  # noqa: F401 - closed_port is part of the kit
@@ -71,7 +72,8 @@ def running_stack(data_dir: Path, *, jobs_mode: str = "inprocess", clock: str = 
 class User:
     uid: str
     granted: int
-    http: httpx.Client
+    http: httpx.Client       # the API, with the user's bearer token
+    token: str
 
 
 @dataclass
@@ -126,6 +128,7 @@ class Stack:
             client.close()
         if self._services is not None:
             self._services.close()
+            self._log_file.close()
         _live.discard(self)
 
     @property
@@ -134,16 +137,21 @@ class Stack:
 
     # --- users and the API ---------------------------------------------------------------
 
-    def new_user(self, tokens: int) -> User:
-        """A user granted `tokens`, with an HTTP client that carries their bearer token."""
+    @property
+    def urls(self) -> dict[str, str]:
+        return self.stack.urls
+
+    def new_user(self, tokens: int, uid: str | None = None) -> User:
+        """A user (a fresh uid unless given) granted `tokens`, with an HTTP client that carries
+        their bearer token."""
         self.touched = True
-        uid = f"user-{uuid.uuid4().hex[:12]}"
+        uid = uid or f"user-{uuid.uuid4().hex[:12]}"
         self.store.grant(uid, tokens, f"grant:{uid}")
         token = make_local_token(uid, self.settings.local_auth_secret)
         client = httpx.Client(base_url=self.stack.urls["api"], timeout=30.0,
                               headers={"Authorization": f"Bearer {token}"})
         self._clients.append(client)
-        return User(uid=uid, granted=tokens, http=client)
+        return User(uid=uid, granted=tokens, http=client, token=token)
 
     def post_creation(self, user: User, prompt: str, type_: str = "image", *,
                       idempotency_key: str | None = None, **options: Any) -> httpx.Response:
@@ -277,9 +285,12 @@ class Stack:
 
     @property
     def services(self) -> StepServices:
-        """In-process step services on the stack's own store and storage."""
+        """In-process step services on the stack's own store and storage; their JSON logs go to
+        DATA_DIR/steps-outside.log, so a test's stdout holds only what the test printed."""
         if self._services is None:
-            self._services = StepServices(self.settings, store=self.store, storage=self.storage)
+            self._log_file = open(self.data_dir / "steps-outside.log", "a", encoding="utf-8")
+            self._services = StepServices(self.settings, store=self.store, storage=self.storage,
+                                          log=JobLog(self._log_file))
         return self._services
 
     def run_step(self, step: str, creation_id: str, attempt: int) -> int:
