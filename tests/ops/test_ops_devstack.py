@@ -3,10 +3,12 @@ invocation, and that invocation works. `phoenix demo --data-dir` removes only a 
 from __future__ import annotations
 
 import os
+import queue
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -28,17 +30,17 @@ def test_the_dev_banner_prints_the_ops_invocation_that_reaches_the_stack(tmp_pat
                             "--in-process", "--instant"], cwd=ROOT, env=clean_env(), text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in dev.stdout], daemon=True).start()
         banner = []
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = dev.stdout.readline()
-            if not line:
-                break
-            banner.append(line)
-            if line.startswith("ops:"):
+        while time.monotonic() < deadline and not (banner and banner[-1].startswith("ops:")):
+            try:
+                banner.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
+            except queue.Empty:
                 break
         ops_line = next((line for line in banner if line.startswith("ops:")), None)
-        assert ops_line, f"no ops line in the banner:\n{''.join(banner)}{dev.stderr.read() if dev.poll() else ''}"
+        assert ops_line, f"no ops line in the banner:\n{''.join(banner)}{dev.stderr.read() if dev.poll() is not None else ''}"
         argv = shlex.split(ops_line.removeprefix("ops:"))
         assert argv[:2] == ["phoenix", "ops"] and argv[-1] == "list"
         assert str(data.resolve()) in argv
