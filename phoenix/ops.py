@@ -27,7 +27,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from creations.errors import CreationsError, NotFound
+from creations.errors import CreationsError, InvalidOptions, NotFound
 from creations.model import Creation, CreationType, Status
 
 EXIT_OK, EXIT_NEEDS_OPERATOR, EXIT_USAGE = 0, 1, 2
@@ -218,7 +218,7 @@ def _run(args) -> int:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         return _fail(f"no usable Google credentials ({first}); run `gcloud auth application-default login`, "
                      "or point at a local stack with --data-dir and --engine-url", EXIT_USAGE)
-    except (BadRequest, NotFound) as exc:
+    except (BadRequest, NotFound, InvalidOptions) as exc:  # unknown ids or codes, a bad page token
         return _fail(exc.message, EXIT_USAGE)
     except CreationsError as exc:
         return _fail(exc.message, EXIT_NEEDS_OPERATOR)
