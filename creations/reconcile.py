@@ -120,6 +120,12 @@ class Reconciler:
                     else f"the execution's state {seen.state} says neither running nor ended; nothing changed")
             return Reconciled(creation, seen, Action.UNSETTLED, what, creation.status)
         if dry_run:
+            # Read again after asking the API: an execution that ended meanwhile settled its creation.
+            current = self.store.get_creation(creation.id)
+            if current is not None and (current.attempt != creation.attempt or current.status.terminal):
+                return Reconciled(creation, seen, Action.SETTLED_MEANWHILE,
+                                  f"meanwhile it became {current.status.value} at attempt {current.attempt}; "
+                                  "nothing to do", current.status)
             return Reconciled(creation, seen, Action.WOULD_COMPENSATE,
                               f"would mark failed and refund attempt {creation.attempt}", creation.status)
         return self._compensate(creation, seen)

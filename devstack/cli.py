@@ -138,6 +138,13 @@ def _grant(uid: str, amount: int, data_dir: Path) -> int:
     return 0
 
 
+def ops_command(data_dir: Path, engine_url: str) -> str:
+    """The exact `phoenix ops` invocation that reaches a stack (its store and its engine)."""
+    import shlex
+
+    return f"phoenix ops --data-dir {shlex.quote(str(Path(data_dir).resolve()))} --engine-url {engine_url}"
+
+
 def _serve(args) -> int:
     from devstack.stack import OPS_ENV_FILE, LocalStack, StackConfig
     from localcloud.firestore_emulator import EmulatorNotInstalled
@@ -180,7 +187,11 @@ def _serve(args) -> int:
         print(f"      curl -N -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/creations/events"
               "   # live progress (docs/realtime.md)")
         ops_env = (config.data_dir / OPS_ENV_FILE).resolve()
-        print(f"ops:  (set -a; . {ops_env}; set +a; phoenix ops audit)")
+        if config.store == "sqlite" and config.trigger == "local":
+            print(f"ops:  {ops_command(config.data_dir, stack.urls['executions'])} list")
+            print(f"      (or: set -a; . {ops_env}; set +a; phoenix ops audit)")
+        else:
+            print(f"ops:  (set -a; . {ops_env}; set +a; phoenix ops audit)")
         sys.stdout.flush()
         stop.wait()
     finally:
