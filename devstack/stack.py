@@ -13,6 +13,7 @@ media saved on stop and restored on start.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -39,6 +40,32 @@ JOB_PREFIX = "creation-"
 PROJECT = "phoenix-local"
 REGION = "us-central1"
 BUCKET = "phoenix-media"
+SECRET_FILE = "local-auth-secret"
+
+
+def local_auth_secret(data_dir: Path, *, create: bool = True) -> str:
+    """The data dir's own secret for local bearer tokens (`phoenix dev token` signs with it).
+
+    Made on first use, random, readable by its owner only (0600): a token minted for one data dir
+    is worthless against another, and no secret is written in the source."""
+    path = Path(data_dir) / SECRET_FILE
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first: read theirs
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        secret = path.read_text().strip()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no local auth secret in {Path(data_dir).resolve()}: start the stack there first "
+                                f"(phoenix dev --data-dir {data_dir})") from None
+    if not secret:
+        raise ValueError(f"{path} is empty: delete it and start the stack again")
+    return secret
 
 
 @dataclass
@@ -131,6 +158,7 @@ class LocalStack:
             "gcp_region": REGION,
             "video_poll_seconds": 0.25,
             "auth_mode": "local",
+            "local_auth_secret": local_auth_secret(cfg.data_dir),
             "trigger": "local",
             "local_engine_url": executions.url,
             "workflow_name": WORKFLOW_ID,
@@ -171,9 +199,11 @@ class LocalStack:
         import uvicorn
 
         from api.main import create_app
+        from api.server import server_config
 
-        app = create_app(settings, store=self.store, storage=self.storage)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        host = sock.getsockname()[0]
+        app = create_app(settings, store=self.store, storage=self.storage, host=host)
+        server = uvicorn.Server(server_config(app, settings))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
         thread.start()
         deadline = time.monotonic() + 20
