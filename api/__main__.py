@@ -30,7 +30,7 @@ def main() -> int:
     import uvicorn
 
     uvicorn.Server(server_config(app, settings, host=settings.host, port=settings.port,
-                                 proxy_headers=True, access_log=False)).run()
+                                 proxy_headers=True, forwarded_allow_ips="*", access_log=False)).run()
     return 0
 
 
