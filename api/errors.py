@@ -50,10 +50,11 @@ def _cut(text: str, limit: int) -> str:
 def error_body(code: str, message: str, *, fields: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     """The error document, bounded in size and made of encodable text (a field name can echo a
     key the client sent, lone surrogates included)."""
+    message = _cut(message, MAX_MESSAGE_CHARS)
     if fields is not None and len(fields) > MAX_FIELDS:
         message = f"{message} ({len(fields)} problems; the first {MAX_FIELDS} are in error.fields)"
         fields = dict(list(fields.items())[:MAX_FIELDS])
-    error: dict[str, Any] = {"code": code, "message": scrub(_cut(message, MAX_MESSAGE_CHARS))}
+    error: dict[str, Any] = {"code": code, "message": scrub(message)}
     if fields is not None:
         error["fields"] = {scrub(_cut(str(name), MAX_FIELD_NAME_CHARS)): scrub(_cut(str(text), MAX_FIELD_MESSAGE_CHARS))
                            for name, text in fields.items()}

@@ -156,6 +156,8 @@ def test_firebase_token_gives_its_subject(signing):
     {"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200},
     {"sub": ""},
     {"sub": "a/b"},
+    {"sub": ".."},          # the one uid rule (creations/uids.py): a Firestore id cannot be '..'
+    {"sub": "x" * 129},
 ])
 def test_firebase_token_rejections(signing, overrides):
     with pytest.raises(InvalidToken):

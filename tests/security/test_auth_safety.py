@@ -188,9 +188,10 @@ def _signed(uid_bytes: bytes) -> str:
 
 
 @pytest.mark.parametrize("raw", [
+    "Bearer local.YWxpY2U.é".encode("utf-8"),     # the signature part is compared: it must not raise
+    "Bearer local.YWxpY2U.é".encode("latin-1"),
+    b"Bearer local.YWxpY2U.\xff\xfe",
     "Bearer local.é.x".encode("utf-8"),
-    "Bearer local.é.x".encode("latin-1"),
-    b"Bearer \xff\xfe",
     b"Bearer " + "ключ".encode("utf-8"),
 ])
 def test_a_non_ascii_bearer_token_is_401_not_500(api, raw):
@@ -212,7 +213,7 @@ def test_a_token_for_a_usable_uid_signed_the_same_way_is_accepted(api):
 
 
 @pytest.mark.parametrize("uid", ["..", ".", "__admin__", "a/b", "x" * 129, "nul\x00", "\ud800"])
-def test_one_uid_rule_for_tokens_grants_and_firebase(uid, tmp_path):
+def test_one_uid_rule_for_local_tokens_and_grants(uid, tmp_path):
     assert uid_problem(uid) is not None
     with pytest.raises(ValueError):
         make_local_token(uid, STRONG)
