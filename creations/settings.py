@@ -91,9 +91,9 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535, validation_alias=AliasChoices("PORT", "PHOENIX_PORT", "port"))
 
     # --- where this process runs ------------------------------------------------------------------
-    # Cloud Run sets K_SERVICE in a service and CLOUD_RUN_JOB in a job: production, whatever else says.
+    # Cloud Run sets K_SERVICE in a service: the API is then in production, whatever else says.
+    # (CLOUD_RUN_JOB tells nothing: the local stack sets it for its step jobs, as Cloud Run does.)
     k_service: str | None = Field(None, validation_alias=AliasChoices("K_SERVICE", "k_service"))
-    cloud_run_job: str | None = Field(None, validation_alias=AliasChoices("CLOUD_RUN_JOB", "cloud_run_job"))
 
     def cost_of(self, creation_type: str) -> int:
         return self.cost_video if creation_type == "video" else self.cost_image
@@ -102,7 +102,7 @@ class Settings(BaseSettings):
 
     @property
     def on_cloud_run(self) -> bool:
-        return bool(self.k_service or self.cloud_run_job)
+        return bool(self.k_service)
 
     @property
     def production_store(self) -> bool:
@@ -123,12 +123,12 @@ class Settings(BaseSettings):
         to set; None when the combination is safe. `host` is where the API listens, when known."""
         if role == "api":
             return self._api_refusal(host)
-        if self.store == "sqlite" and self.on_cloud_run:
-            return ("PHOENIX_STORE=sqlite on Cloud Run would keep tokens in a file the instance loses: "
-                    "set PHOENIX_STORE=firestore")
         if self.genai_base_url and self.production_store:
             return ("PHOENIX_GENAI_BASE_URL points generation at a local server while the store holds real "
                     "users' tokens: unset PHOENIX_GENAI_BASE_URL")
+        if _loopback_url(self.s3_endpoint_url) and self.production_store:
+            return ("PHOENIX_S3_ENDPOINT_URL points media at a loopback server while the store holds real "
+                    "users' tokens: set PHOENIX_S3_ENDPOINT_URL to the R2 endpoint")
         return None
 
     def _api_refusal(self, host: str | None) -> str | None:

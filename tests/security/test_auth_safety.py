@@ -33,7 +33,7 @@ STRONG = "k" * 43
 
 def _clean_env(**values: str) -> dict[str, str]:
     """The caller's environment without any PHOENIX_* or Cloud Run variable, plus `values`."""
-    drop = ("PHOENIX_", "K_SERVICE", "CLOUD_RUN_", "FIRESTORE_EMULATOR_HOST", "PORT")
+    drop = ("PHOENIX_", "K_SERVICE", "FIRESTORE_EMULATOR_HOST", "PORT")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env["PYTHONPATH"] = str(ROOT)
     env.update(values)
@@ -137,8 +137,8 @@ def test_the_api_image_without_deployment_values_refuses_to_start(tmp_path):
 
 
 @pytest.mark.parametrize("values, variable", [
-    ({"CLOUD_RUN_JOB": "creation-debit-check", "PHOENIX_STORE": "sqlite"}, "PHOENIX_STORE"),
     ({"PHOENIX_STORE": "firestore", "PHOENIX_GENAI_BASE_URL": "http://127.0.0.1:9"}, "PHOENIX_GENAI_BASE_URL"),
+    ({"PHOENIX_STORE": "firestore", "PHOENIX_S3_ENDPOINT_URL": "http://127.0.0.1:9"}, "PHOENIX_S3_ENDPOINT_URL"),
 ])
 def test_a_step_job_refuses_unsafe_settings_before_touching_anything(values, variable, tmp_path):
     env = _clean_env(PHOENIX_SQLITE_PATH=str(tmp_path / "db.sqlite3"), **values)
