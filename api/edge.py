@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import anyio
 
-from .deps import authenticate
+from creations.settings import is_loopback
+
+from .auth import LocalTokens
+from .deps import authenticate, unauthenticated
 from .errors import ApiError, error_response
 
 USER_SCOPE_KEY = "phoenix.user"
@@ -37,8 +40,11 @@ class RequestEdge:
         path = scope.get("path", "")
         if path == _PROTECTED or path.startswith(_PROTECTED + "/"):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+            verifier = scope["app"].state.verifier
             try:
-                scope[USER_SCOPE_KEY] = await authenticate(scope["app"].state.verifier, headers.get("authorization"))
+                if isinstance(verifier, LocalTokens) and not _reached_over_loopback(scope):
+                    raise unauthenticated("local tokens are accepted on loopback only", invalid=True)
+                scope[USER_SCOPE_KEY] = await authenticate(verifier, headers.get("authorization"))
             except ApiError as exc:
                 await _answer(scope, receive, send, exc.status, exc.code, exc.message, exc.headers)
                 return
@@ -88,6 +94,23 @@ class RequestEdge:
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks)
+
+
+def _reached_over_loopback(scope) -> bool:
+    """Whether the connection came in on a loopback address. The server's own socket address,
+    which no header can change; a server that cannot tell (a Unix socket, an in-process test
+    client) is local by construction. Backs the start-time refusal when the app cannot know where
+    it listens (`uvicorn api.main:app --host 0.0.0.0`)."""
+    import ipaddress
+
+    server = scope.get("server")
+    if not server:
+        return True
+    try:
+        ipaddress.ip_address(str(server[0]).strip("[]"))
+    except ValueError:
+        return True  # not an address: no network listener (e.g. the in-process test client)
+    return is_loopback(str(server[0]))
 
 
 async def _answer(scope, receive, send, status: int, code: str, message: str,

@@ -59,6 +59,8 @@ def local_auth_secret(data_dir: Path, *, create: bool = True) -> str:
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_urlsafe(32) + "\n")
     try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)  # copied or restored with looser rights: the owner's alone again
         secret = path.read_text().strip()
     except FileNotFoundError:
         raise FileNotFoundError(f"no local auth secret in {Path(data_dir).resolve()}: start the stack there first "

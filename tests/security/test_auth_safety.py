@@ -120,6 +120,48 @@ def test_explicit_local_settings_on_loopback_serve(tmp_path):
     assert status is None, stderr
 
 
+def _non_loopback_address() -> str | None:
+    for target in ("10.255.255.255", "192.0.2.1", "8.8.8.8"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect((target, 9))  # UDP: no packet is sent, this only picks the interface
+            except OSError:
+                continue
+            address = probe.getsockname()[0]
+        if not address.startswith("127.") and address != "0.0.0.0":
+            return address
+    return None
+
+
+def test_local_tokens_are_refused_on_a_non_loopback_address_when_the_bind_was_not_checked(tmp_path):
+    # `uvicorn api.main:app --host 0.0.0.0` cannot tell the app where it listens; the edge refuses
+    # local tokens on any connection that did not come in over loopback.
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    port = _free_port()
+    env = _clean_env(PHOENIX_SQLITE_PATH=str(tmp_path / "db.sqlite3"), **_local())
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", str(port),
+                             "--log-level", "warning"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        auth = {"Authorization": f"Bearer {make_local_token('alice', STRONG)}"}
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                local = httpx.get(f"http://127.0.0.1:{port}/v1/me", headers=auth, timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the API did not start"
+                time.sleep(0.1)
+        assert local.status_code == 200
+        remote = httpx.get(f"http://{address}:{port}/v1/me", headers=auth, timeout=5)
+        assert remote.status_code == 401
+        assert "loopback" in remote.json()["error"]["message"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_the_api_image_sets_production_settings_and_serves_with_the_limits():
     dockerfile = (ROOT / "api" / "Dockerfile").read_text()
     env = dict(re.findall(r"\b(PHOENIX_[A-Z_]+)=(\S+)", dockerfile.split("\nENV", 1)[1].split("\n\n", 1)[0]))
