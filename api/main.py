@@ -15,7 +15,7 @@ from creations.settings import Settings, UnsafeSettings, get_settings
 from .auth import verifier_from_settings
 from .edge import RequestEdge
 from .errors import SafeJSONResponse, install_error_handlers
-from .routes import creations, health, me
+from .routes import creations, events, health, me
 from .schemas import ErrorResponse
 
 log = logging.getLogger("api")
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, *, store=None, trigger=None, st
     app.add_middleware(RequestEdge, max_body_bytes=settings.max_body_bytes,
                        body_timeout_seconds=settings.body_timeout_seconds)
     app.include_router(health.router)
+    app.include_router(events.router, prefix="/v1")  # before creations: /creations/events is not an id
     app.include_router(creations.router, prefix="/v1")
     app.include_router(me.router, prefix="/v1")
     return app

@@ -113,6 +113,8 @@ def _serve(args) -> int:
         print(f"try:  TOKEN=$(phoenix dev token alice --data-dir {config.data_dir}); "
               f"phoenix dev grant alice 20 --data-dir {config.data_dir}")
         print(f"      curl -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/me")
+        print(f"      curl -N -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/creations/events"
+              "   # live progress (docs/realtime.md)")
         sys.stdout.flush()
         stop.wait()
     finally:
