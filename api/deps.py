@@ -14,6 +14,8 @@ from .auth import AuthUnavailable, InvalidToken, TokenVerifier, User, well_forme
 from .errors import ApiError
 from creations.triggers import Trigger
 
+USER_SCOPE_KEY = "phoenix.user"  # where the edge (api/edge.py) leaves the authenticated user
+
 bearer = HTTPBearer(
     auto_error=False,
     description="A Firebase ID token (PHOENIX_AUTH_MODE=firebase) or a local dev token (`phoenix dev token UID`).",
@@ -72,7 +74,7 @@ async def get_current_user(
     verifier: Annotated[TokenVerifier, Depends(get_verifier)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
-    user = request.scope.get("phoenix.user")  # checked at the edge, before the body was read
+    user = request.scope.get(USER_SCOPE_KEY)  # checked at the edge, before the body was read
     if user is not None:
         return user
     return await authenticate(verifier, request.headers.get("authorization"))

@@ -12,10 +12,9 @@ import anyio
 from creations.settings import is_loopback
 
 from .auth import LocalTokens
-from .deps import authenticate, unauthenticated
+from .deps import USER_SCOPE_KEY, authenticate, unauthenticated
 from .errors import ApiError, error_response
 
-USER_SCOPE_KEY = "phoenix.user"
 _PROTECTED = "/v1"
 
 

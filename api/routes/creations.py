@@ -144,7 +144,7 @@ def _needs_retrigger(creation: Creation, settings) -> bool:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=CreationAccepted,
-    responses=error_responses(400, 401, 402, 409, 422, 429, 503),
+    responses=error_responses(400, 401, 402, 408, 409, 413, 422, 429, 503),
     summary="Submit a creation: take its tokens and start generating",
 )
 def create_creation(
