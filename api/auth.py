@@ -18,20 +18,25 @@ from typing import Callable, Protocol
 from google.auth import exceptions as auth_exceptions
 from google.auth import transport
 
+from creations.uids import uid_problem, usable_uid
+
+__all__ = ["AuthUnavailable", "FirebaseTokens", "InvalidToken", "LocalTokens", "TokenVerifier", "User",
+           "make_local_token", "usable_uid", "verifier_from_settings", "well_formed_token"]
+
 _LOCAL_PREFIX = "local"
-# Firebase uids are 1-128 characters; local ones are kept to a URL- and key-safe alphabet.
-_LOCAL_UID = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
+# RFC 6750 b64token, bounded: anything else (non-ASCII, spaces, a megabyte) is not a token at all.
+_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+MAX_TOKEN_CHARS = 8192
+
+
+def well_formed_token(token: str) -> bool:
+    """Whether `token` has the shape of a bearer token (RFC 6750), before any check of its content."""
+    return 0 < len(token) <= MAX_TOKEN_CHARS and _TOKEN.match(token) is not None
 
 
 @dataclass(frozen=True)
 class User:
     uid: str
-
-
-def usable_uid(uid: object) -> bool:
-    """A uid the store and media keys can hold: 1-128 characters, no '/', not of the form __x__."""
-    return (isinstance(uid, str) and 0 < len(uid) <= 128 and "/" not in uid
-            and not (uid.startswith("__") and uid.endswith("__")) and uid.isprintable())
 
 
 class InvalidToken(Exception):
@@ -66,9 +71,9 @@ def _signature(payload: str, secret: str) -> str:
 
 def make_local_token(uid: str, secret: str) -> str:
     """A bearer token for `uid` that the API accepts when PHOENIX_AUTH_MODE=local."""
-    if not isinstance(uid, str) or not _LOCAL_UID.match(uid) or not usable_uid(uid):
-        raise ValueError(f"uid must be 1-128 characters of letters, digits and _.@:+- "
-                         f"(not of the form __name__), got {uid!r}")
+    problem = uid_problem(uid)
+    if problem:
+        raise ValueError(f"{problem} (got {uid!r})")
     if not secret:
         raise ValueError("secret must be non-empty (PHOENIX_LOCAL_AUTH_SECRET)")
     payload = f"{_LOCAL_PREFIX}.{_b64(uid.encode())}"
@@ -84,6 +89,8 @@ class LocalTokens:
         self.secret = secret
 
     def verify(self, token: str) -> User:
+        if not well_formed_token(token):
+            raise InvalidToken("malformed token")
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != _LOCAL_PREFIX:
             raise InvalidToken("not a local token")
@@ -94,8 +101,8 @@ class LocalTokens:
             uid = _unb64(parts[1]).decode()
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise InvalidToken("malformed token") from None
-        if not _LOCAL_UID.match(uid) or not usable_uid(uid):
-            raise InvalidToken("malformed token")
+        if not usable_uid(uid):
+            raise InvalidToken("the token's uid is not a uid this service accepts")
         return User(uid=uid)
 
 
@@ -161,6 +168,8 @@ class FirebaseTokens:
     def verify(self, token: str) -> User:
         from google.oauth2 import id_token
 
+        if not well_formed_token(token):
+            raise InvalidToken("malformed token")
         try:
             claims = id_token.verify_firebase_token(
                 token, self.request, audience=self.project_id, clock_skew_in_seconds=self.clock_skew_seconds
@@ -178,4 +187,4 @@ class FirebaseTokens:
 def verifier_from_settings(settings) -> TokenVerifier:
     if settings.auth_mode == "firebase":
         return FirebaseTokens(settings.firebase_project_id or "")
-    return LocalTokens(settings.local_auth_secret)
+    return LocalTokens(settings.local_auth_secret or "")

@@ -10,9 +10,11 @@ from starlette.concurrency import run_in_threadpool
 from creations.settings import Settings
 from creations.store import Store
 
-from .auth import AuthUnavailable, InvalidToken, TokenVerifier, User
+from .auth import AuthUnavailable, InvalidToken, TokenVerifier, User, well_formed_token
 from .errors import ApiError
 from creations.triggers import Trigger
+
+USER_SCOPE_KEY = "phoenix.user"  # where the edge (api/edge.py) leaves the authenticated user
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -47,21 +49,35 @@ def unauthenticated(message: str, *, invalid: bool) -> ApiError:
     return ApiError(401, "UNAUTHENTICATED", message, headers={"WWW-Authenticate": challenge})
 
 
-async def get_current_user(
-    verifier: Annotated[TokenVerifier, Depends(get_verifier)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> User:
-    if credentials is None or not credentials.credentials:
+async def authenticate(verifier: TokenVerifier, authorization: str | None) -> User:
+    """The user an `Authorization` header value proves, or the 401 / 503 ApiError to answer.
+    The one place a bearer token is read: the API's edge calls it before the body is read."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise unauthenticated("send 'Authorization: Bearer <ID token>'", invalid=False)
+    if not well_formed_token(token):  # non-ASCII, spaces, megabytes: not a token, and never compared
+        raise unauthenticated("invalid token: malformed token; sign in again", invalid=True)
     try:
         if getattr(verifier, "blocking", True):  # may fetch signing keys: keep it off the event loop
-            return await run_in_threadpool(verifier.verify, credentials.credentials)
-        return verifier.verify(credentials.credentials)
+            return await run_in_threadpool(verifier.verify, token)
+        return verifier.verify(token)
     except InvalidToken as exc:
         raise unauthenticated(f"invalid token: {exc}; sign in again", invalid=True) from None
     except AuthUnavailable:
         raise ApiError(503, "AUTH_UNAVAILABLE", "the token could not be checked right now; retry shortly",
                        headers={"Retry-After": "5"}) from None
+
+
+async def get_current_user(
+    request: Request,
+    verifier: Annotated[TokenVerifier, Depends(get_verifier)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User:
+    user = request.scope.get(USER_SCOPE_KEY)  # checked at the edge, before the body was read
+    if user is not None:
+        return user
+    return await authenticate(verifier, request.headers.get("authorization"))
 
 
 def only_query(*names: str):

@@ -17,8 +17,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from creations import errors as domain
+from creations.text import scrub
 
 log = logging.getLogger("api")
+
+# An error answer stays small whatever the request held: a body of 100,000 unknown option keys
+# gets the first MAX_FIELDS of them, each name and message cut to a length a person reads.
+MAX_FIELDS = 20
+MAX_FIELD_NAME_CHARS = 120
+MAX_FIELD_MESSAGE_CHARS = 300
+MAX_MESSAGE_CHARS = 1000
 
 
 class ApiError(Exception):
@@ -35,16 +43,27 @@ class ApiError(Exception):
         self.extra = extra or {}
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def error_body(code: str, message: str, *, fields: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
+    """The error document, bounded in size and made of encodable text (a field name can echo a
+    key the client sent, lone surrogates included)."""
+    message = _cut(message, MAX_MESSAGE_CHARS)
+    if fields is not None and len(fields) > MAX_FIELDS:
+        message = f"{message} ({len(fields)} problems; the first {MAX_FIELDS} are in error.fields)"
+        fields = dict(list(fields.items())[:MAX_FIELDS])
+    error: dict[str, Any] = {"code": code, "message": scrub(message)}
     if fields is not None:
-        error["fields"] = fields
-    return {"error": error, **extra}
+        error["fields"] = {scrub(_cut(str(name), MAX_FIELD_NAME_CHARS)): scrub(_cut(str(text), MAX_FIELD_MESSAGE_CHARS))
+                           for name, text in fields.items()}
+    return {"error": error, **scrub(extra)}
 
 
 def error_response(status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
                    fields: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse(error_body(code, message, fields=fields, **extra), status_code=status, headers=headers)
+    return SafeJSONResponse(error_body(code, message, fields=fields, **extra), status_code=status, headers=headers)
 
 
 # Domain error -> (status, extra headers). Checked in order: subclasses before their bases.
@@ -119,10 +138,23 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     fields: dict[str, str] = {}
-    for problem in exc.errors():
+    problems = exc.errors()
+    for problem in problems:
         fields.setdefault(_field_name(tuple(problem.get("loc", ()))), str(problem.get("msg", "invalid value")))
-    names = ", ".join(fields) or "the request"
+    shown = list(fields)[:MAX_FIELDS]
+    names = ", ".join(_cut(name, MAX_FIELD_NAME_CHARS) for name in shown) or "the request"
     return error_response(422, "INVALID_REQUEST", f"invalid value for {names}", fields=fields)
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that is always valid UTF-8: a lone surrogate that reached an answer (a record stored
+    before text was checked) is replaced by U+FFFD instead of failing the whole answer."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return super().render(scrub(content))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

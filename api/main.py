@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from creations.settings import Settings, get_settings
+from creations.settings import Settings, UnsafeSettings, get_settings
 
 from .auth import verifier_from_settings
-from .errors import install_error_handlers
+from .edge import RequestEdge
+from .errors import SafeJSONResponse, install_error_handlers
 from .routes import creations, events, health, me
 from .schemas import ErrorResponse
 
@@ -21,10 +22,17 @@ log = logging.getLogger("api")
 
 
 def create_app(settings: Settings | None = None, *, store=None, trigger=None, storage=None,
-               verifier=None) -> FastAPI:
+               verifier=None, host: str | None = None) -> FastAPI:
     """The API over the given pieces; any left out is built from `settings` (and what it opens is
-    closed on shutdown). `verifier` checks bearer tokens (default: the one settings.auth_mode names)."""
+    closed on shutdown). `verifier` checks bearer tokens (default: the one settings.auth_mode names).
+    `host`, where the server listens when the caller knows it, is checked against local auth.
+
+    Raises UnsafeSettings (one line naming the variable to set) before opening anything when the
+    settings mix production and local pieces unsafely (Settings.refusal)."""
     settings = settings or get_settings()
+    refusal = settings.refusal("api", host=host)
+    if refusal:
+        raise UnsafeSettings(refusal)
     owned = []
     if store is None:
         from creations.store import open_store
@@ -56,6 +64,7 @@ def create_app(settings: Settings | None = None, *, store=None, trigger=None, st
         version="1.0.0",
         description="Submit image and video creations paid in tokens, and follow them to the drafts tab.",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
         responses={500: {"model": ErrorResponse, "description": "Internal error (details are in the logs)."}},
     )
     app.state.settings = settings
@@ -64,6 +73,8 @@ def create_app(settings: Settings | None = None, *, store=None, trigger=None, st
     app.state.storage = storage
     app.state.verifier = verifier or verifier_from_settings(settings)
     install_error_handlers(app)
+    app.add_middleware(RequestEdge, max_body_bytes=settings.max_body_bytes,
+                       body_timeout_seconds=settings.body_timeout_seconds)
     app.include_router(health.router)
     app.include_router(events.router, prefix="/v1")  # before creations: /creations/events is not an id
     app.include_router(creations.router, prefix="/v1")
@@ -75,6 +86,9 @@ def __getattr__(name: str):
     # `app` is built on first access (by uvicorn), so importing this module opens nothing.
     if name == "app":
         global app
-        app = create_app()
+        try:
+            app = create_app()
+        except UnsafeSettings as exc:
+            raise SystemExit(f"phoenix api: refusing to start: {exc}") from None
         return app
     raise AttributeError(name)

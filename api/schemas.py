@@ -105,7 +105,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or invalid bearer token.",
         402: "Not enough tokens; nothing was created.",
         404: "No such creation (or not yours).",
+        408: "The request body did not arrive in time (PHOENIX_BODY_TIMEOUT_SECONDS).",
         409: "Conflict: the Idempotency-Key was used with another body, or the creation is still running.",
+        413: "The request body is larger than PHOENIX_MAX_BODY_BYTES (64 KiB by default).",
         422: "Invalid request; `error.fields` says what is wrong with each field.",
         429: "Too many creations running; retry after one finishes.",
         503: "A dependency (store, token keys, workflow) is unavailable; retry later. A creation whose "

@@ -13,6 +13,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 TARGET_CREATES_PER_S = 300
 TARGET_P99_MS = 100
-SECRET = "bench-secret"
+SECRET = secrets.token_urlsafe(32)  # the explicit local secret the API refuses to run without
 
 
 def free_port() -> int:
@@ -86,7 +87,7 @@ class RecordingExecutions:
 
 
 def start_api(workers: int, env: dict[str, str]) -> tuple[list[subprocess.Popen], str]:
-    """One uvicorn (`uvicorn api.main:app`, as deployed) or several processes accepting on one
+    """One uvicorn (`python -m api`, as deployed) or several processes accepting on one
     listening socket. Not `uvicorn --workers`: it binds a socket that does not say it is TCP, so
     asyncio leaves Nagle on and every keep-alive answer waits ~40 ms for a delayed ACK."""
     import httpx
@@ -94,8 +95,8 @@ def start_api(workers: int, env: dict[str, str]) -> tuple[list[subprocess.Popen]
     if workers == 1:
         port = free_port()
         procs = [subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning", "--no-access-log"], cwd=ROOT, env=env)]
+            [sys.executable, "-m", "api"], cwd=ROOT,
+            env={**env, "PHOENIX_HOST": "127.0.0.1", "PORT": str(port)})]
     else:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -123,8 +124,14 @@ def serve_fd(fd: int) -> int:
     """A server process of the multi-process mode: uvicorn on the inherited listening socket."""
     import uvicorn
 
+    from api.main import create_app
+    from api.server import server_config
+    from creations.settings import Settings
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, fileno=fd)
-    uvicorn.Server(uvicorn.Config("api.main:app", log_level="warning", access_log=False)).run(sockets=[sock])
+    settings = Settings()
+    app = create_app(settings, host=sock.getsockname()[0])
+    uvicorn.Server(server_config(app, settings, access_log=False)).run(sockets=[sock])
     return 0
 
 

@@ -11,6 +11,7 @@ Run: .venv/bin/python bench/events_bench.py [N]
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -35,7 +36,7 @@ from localcloud.firestore_emulator import EmulatorNotInstalled, FirestoreEmulato
 from tests.support.sse import Stream, parse  # noqa: E402
 from tests.support.transitions import to_processing  # noqa: E402
 
-SECRET = "bench-secret"
+SECRET = secrets.token_urlsafe(32)  # the explicit local secret the API refuses to run without
 UID = "bench-user"
 
 # A step-like writer in another process: reads creation ids on stdin, commits processing, prints the time.

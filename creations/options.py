@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 from .errors import InvalidOptions
 from .model import CreationType
+from .text import scrub, text_problem
 
 PROMPT_MAX_CHARS = 2000
 NEGATIVE_PROMPT_MAX_CHARS = 2000
@@ -121,6 +122,8 @@ def _check_type(value: Any, problems: dict[str, str]) -> CreationType | None:
 def _check_prompt(prompt: Any, problems: dict[str, str]) -> None:
     if not isinstance(prompt, str):
         problems["prompt"] = "send the prompt as text"
+    elif text_problem(prompt):
+        problems["prompt"] = f"the prompt {text_problem(prompt)}"
     elif not prompt.strip():
         problems["prompt"] = "describe what to generate: the prompt is empty"
     elif len(prompt) > PROMPT_MAX_CHARS:
@@ -140,6 +143,13 @@ def _canonical_keys(options: Mapping[str, Any], allowed: tuple[str, ...], kind: 
     A null value counts as absent (the default applies)."""
     given: dict[str, Any] = {}
     for key, value in options.items():
+        if isinstance(key, str) and text_problem(key):
+            problems[f"options.{scrub(key)}"] = f"the option name {text_problem(key)}"
+            continue
+        bad_text = _text_problem_within(value)
+        if bad_text:
+            problems[f"options.{key}"] = f"the value {bad_text}"
+            continue
         name = _SNAKE.get(key, key) if isinstance(key, str) else key
         if name not in allowed:
             problems[f"options.{key}"] = (f"unknown option for {kind}s; the options are "
@@ -151,6 +161,23 @@ def _canonical_keys(options: Mapping[str, Any], allowed: tuple[str, ...], kind: 
         if value is not None:
             given[name] = value
     return given
+
+
+def _text_problem_within(value: Any) -> str | None:
+    """The first text problem in a JSON value's strings (and object keys), None when all are fine."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            problem = text_problem(item)
+            if problem:
+                return problem
+        elif isinstance(item, Mapping):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return None
 
 
 def _image_options(given: dict[str, Any], rules: ImageRules, problems: dict[str, str]) -> dict[str, Any]:
@@ -223,6 +250,9 @@ def _negative_prompt(given: dict[str, Any], problems: dict[str, str]) -> str | N
         return None
     if not isinstance(value, str):
         problems["options.negativePrompt"] = "send the negative prompt as text"
+        return None
+    if text_problem(value):
+        problems["options.negativePrompt"] = f"the negative prompt {text_problem(value)}"
         return None
     if not value.strip():
         return None  # blank: nothing to avoid

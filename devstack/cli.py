@@ -3,7 +3,7 @@
     phoenix dev [--port 8080] [--data-dir .data] [--in-process] [--instant]
                 [--store sqlite|firestore] [--trigger local|tasks]
                 [--fault JOB:KIND[:TIMES][@MARKER] ...] [--clock real|virtual]
-    phoenix dev token UID                 a bearer token the local API accepts
+    phoenix dev token UID [--data-dir]    a bearer token the local API of that data dir accepts
     phoenix dev grant UID N [--data-dir]  add N tokens to UID (a ledger grant, audited like any other)
 
 `--store firestore --trigger tasks` runs on production settings: Google's Firestore emulator as
@@ -24,10 +24,11 @@ DEFAULT_DATA_DIR = Path(".data")
 
 
 def _uid(value: str) -> str:
-    from api.auth import usable_uid
+    from creations.uids import uid_problem
 
-    if not usable_uid(value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a usable user id (1-128 printable characters, no '/')")
+    problem = uid_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a usable user id: {problem}")
     return value
 
 
@@ -62,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     t = sub.add_parser("token", help="print a bearer token the local API accepts")
     t.add_argument("uid", type=_uid)
+    t.add_argument("--data-dir", type=Path, default=None, dest="token_data_dir",
+                   help="the stack's data dir, whose secret signs the token (default .data)")
     g = sub.add_parser("grant", help="add tokens to a user (a ledger grant)")
     g.add_argument("uid", type=_uid)
     g.add_argument("amount", type=_positive)
@@ -73,9 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "token":
         from api.auth import make_local_token
-        from creations.settings import Settings
+        from devstack.stack import local_auth_secret
 
-        print(make_local_token(args.uid, Settings().local_auth_secret))
+        try:
+            secret = local_auth_secret(args.token_data_dir or args.data_dir, create=False)
+        except (OSError, ValueError) as exc:
+            print(f"phoenix dev token: {exc}", file=sys.stderr)
+            return 2
+        print(make_local_token(args.uid, secret))
         return 0
     if args.command == "grant":
         return _grant(args.uid, args.amount, args.grant_data_dir or args.data_dir)
@@ -182,7 +190,8 @@ def _serve(args) -> int:
             print("  clock       virtual: waits take no wall time")
         for spec in config.faults:
             print(f"  fault       {spec}")
-        print("try:  TOKEN=$(phoenix dev token alice); phoenix dev grant alice 20 --data-dir", config.data_dir)
+        print(f"try:  TOKEN=$(phoenix dev token alice --data-dir {config.data_dir}); "
+              f"phoenix dev grant alice 20 --data-dir {config.data_dir}")
         print(f"      curl -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/me")
         print(f"      curl -N -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/creations/events"
               "   # live progress (docs/realtime.md)")

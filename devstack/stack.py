@@ -23,6 +23,7 @@ settings that reach the running stack (for `phoenix dev grant` and `phoenix ops`
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import socket
 import sys
@@ -64,6 +65,34 @@ OPS_ENV_FILE = "ops.env"
 QUEUE_RETRY = RetryConfig(max_attempts=10, min_backoff=1.0, max_backoff=60.0, max_doublings=4)
 QUEUE_RATES = {"creations-image": RateLimits(max_dispatches_per_second=20, max_concurrent_dispatches=10),
                "creations-video": RateLimits(max_dispatches_per_second=10, max_concurrent_dispatches=5)}
+SECRET_FILE = "local-auth-secret"
+
+
+def local_auth_secret(data_dir: Path, *, create: bool = True) -> str:
+    """The data dir's own secret for local bearer tokens (`phoenix dev token` signs with it).
+
+    Made on first use, random, readable by its owner only (0600): a token minted for one data dir
+    is worthless against another, and no secret is written in the source."""
+    path = Path(data_dir) / SECRET_FILE
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first: read theirs
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)  # copied or restored with looser rights: the owner's alone again
+        secret = path.read_text().strip()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no local auth secret in {Path(data_dir).resolve()}: start the stack there first "
+                                f"(phoenix dev --data-dir {data_dir})") from None
+    if not secret:
+        raise ValueError(f"{path} is empty: delete it and start the stack again")
+    return secret
 
 
 @dataclass
@@ -179,6 +208,7 @@ class LocalStack:
             "gcp_region": REGION,
             "video_poll_seconds": 0.25,
             "auth_mode": "local",
+            "local_auth_secret": local_auth_secret(cfg.data_dir),
             **trigger_settings,
             "workflow_name": WORKFLOW_ID,
             **cfg.extra_settings,
@@ -321,9 +351,11 @@ class LocalStack:
         import uvicorn
 
         from api.main import create_app
+        from api.server import server_config
 
-        app = create_app(settings, store=self.store, storage=self.storage)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        host = sock.getsockname()[0]
+        app = create_app(settings, store=self.store, storage=self.storage, host=host)
+        server = uvicorn.Server(server_config(app, settings))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
         thread.start()
         deadline = time.monotonic() + 20

@@ -135,6 +135,11 @@ def main(step_name: str, argv: Sequence[str] | None = None,
         root.error(f"invalid settings: {problems}", step=step_name, creationId=creation_id,
                    attempt=attempt, exitCode=int(ExitCode.USAGE))
         return ExitCode.USAGE
+    refusal = settings.refusal("job")
+    if refusal:
+        root.error(f"refusing to run: {refusal}", step=step_name, creationId=creation_id,
+                   attempt=attempt, exitCode=int(ExitCode.USAGE))
+        return ExitCode.USAGE
 
     services = StepServices(settings, log=root)
     restore_logging = _forward_library_logs(root.bind(step=step_name, creationId=creation_id,

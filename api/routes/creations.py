@@ -14,6 +14,7 @@ from creations.attempts import AttemptNotStarted, start_attempt
 from creations.errors import InvalidOptions, NotFound
 from creations.model import Creation, Status, utcnow
 from creations.options import validate_request
+from creations.text import scrub
 
 from ..auth import User
 from ..deps import CurrentUser, SettingsDep, StorageDep, StoreDep, TriggerDep, only_query
@@ -62,9 +63,10 @@ def creation_out(creation: Creation, storage) -> CreationOut:
             media = Media(url=url, thumbnail_url=thumb, content_type=m.get("contentType"), bytes=m.get("bytes"))
     error = None
     if creation.status is Status.FAILED and creation.error:
-        error = CreationFailure(code=creation.error.code, message=creation.error.message)
+        error = CreationFailure(code=creation.error.code, message=scrub(creation.error.message))
+    # scrub: a record stored before text was checked may hold a lone surrogate; it stays readable.
     return CreationOut(
-        id=creation.id, type=creation.type, prompt=creation.prompt, options=creation.options,
+        id=creation.id, type=creation.type, prompt=scrub(creation.prompt), options=scrub(creation.options),
         status=creation.status, cost=creation.cost, attempt=creation.attempt,
         created_at=creation.created_at, updated_at=creation.updated_at, media=media, error=error,
     )
@@ -108,7 +110,7 @@ def _needs_retrigger(creation: Creation, settings) -> bool:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=CreationAccepted,
-    responses=error_responses(400, 401, 402, 409, 422, 429, 503),
+    responses=error_responses(400, 401, 402, 408, 409, 413, 422, 429, 503),
     summary="Submit a creation: take its tokens and start generating",
 )
 def create_creation(

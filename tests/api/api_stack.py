@@ -3,6 +3,7 @@ and the settings of a test stack (SQLite in a temp dir, the S3 server, the recor
 API)."""
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
@@ -14,12 +15,13 @@ import uvicorn
 from executions_server import ExecutionsRestServer
 
 from api.auth import make_local_token
+from api.server import server_config
 from creations.settings import Settings
 from creations.storage import MediaStorage
 from creations.store.sqlite import SqliteStore
 from localcloud.s3server import S3Server
 
-SECRET = "api-test-secret"
+SECRET = secrets.token_urlsafe(32)  # the explicit local secret of the test API
 
 
 class UvicornThread:
@@ -32,7 +34,7 @@ class UvicornThread:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(server_config(app, app.state.settings))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def start(self) -> "UvicornThread":

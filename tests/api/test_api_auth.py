@@ -61,7 +61,7 @@ def test_local_token_cannot_be_moved_to_another_uid():
         LocalTokens("s3cret").verify(forged)
 
 
-@pytest.mark.parametrize("uid", ["", "a/b", "__admin__", "x" * 129, "has space"])
+@pytest.mark.parametrize("uid", ["", "a/b", "__admin__", "x" * 129, "tab\there", ".", "..", "\ud800", "nul\x00"])
 def test_make_local_token_refuses_unusable_uids(uid):
     with pytest.raises(ValueError):
         make_local_token(uid, "s3cret")
@@ -156,6 +156,8 @@ def test_firebase_token_gives_its_subject(signing):
     {"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200},
     {"sub": ""},
     {"sub": "a/b"},
+    {"sub": ".."},          # the one uid rule (creations/uids.py): a Firestore id cannot be '..'
+    {"sub": "x" * 129},
 ])
 def test_firebase_token_rejections(signing, overrides):
     with pytest.raises(InvalidToken):

@@ -39,7 +39,8 @@ def fuzz_server(tmp_path_factory, s3, executions):
 
 def published_document() -> dict:
     """/openapi.json of the app as configured for production (building it opens nothing)."""
-    app = create_app(Settings(auth_mode="local"), store=object(), trigger=object(), storage=object())
+    app = create_app(Settings(auth_mode="firebase", firebase_project_id="phoenix-docs"), store=object(),
+                     trigger=object(), storage=object())
     return TestClient(app).get("/openapi.json").json()
 
 
