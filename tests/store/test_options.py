@@ -106,7 +106,7 @@ def test_the_same_option_in_two_spellings_is_refused():
 
 @pytest.mark.parametrize("prompt,fragment", [
     ("", "empty"), ("   \n\t", "empty"), (None, "text"), (42, "text"),
-    ("x" * (PROMPT_MAX_CHARS + 1), str(PROMPT_MAX_CHARS)), ("a fox\x00", "control"),
+    ("x" * (PROMPT_MAX_CHARS + 1), str(PROMPT_MAX_CHARS)), ("a fox\x00", "NUL"),
 ])
 def test_prompt_refusals(prompt, fragment):
     assert fragment in problems("image", prompt, {})["prompt"]

@@ -20,7 +20,7 @@ import httpx
 
 from creations.settings import Settings
 from creations.store.sqlite import SqliteStore
-from devstack.stack import ROOT
+from devstack.stack import ROOT, local_auth_secret
 
 START_TIMEOUT = 60.0
 _URL = re.compile(r"^\s+(\w+)\s+(http://\S+)$")
@@ -92,7 +92,7 @@ class DevProcess:
     def client(self, uid: str) -> httpx.Client:
         """An API client for `uid`, with the bearer token `phoenix dev token UID` prints."""
         return httpx.Client(base_url=self.urls["api"], timeout=60.0,
-                            headers={"Authorization": f"Bearer {local_token(uid)}"})
+                            headers={"Authorization": f"Bearer {local_token(self.data_dir, uid)}"})
 
     def store(self) -> SqliteStore:
         return SqliteStore(self.data_dir / "phoenix.sqlite3")
@@ -101,12 +101,12 @@ class DevProcess:
         return Settings(store="sqlite", sqlite_path=self.data_dir / "phoenix.sqlite3")
 
 
-def local_token(uid: str) -> str:
-    """What `phoenix dev token UID` prints for a stack started without PHOENIX_* variables (made
-    here: a Python start per user costs seconds on a busy machine)."""
+def local_token(data_dir: Path, uid: str) -> str:
+    """What `phoenix dev token UID --data-dir DATA_DIR` prints: a token signed with the data dir's
+    own secret (made here: a Python start per user costs seconds on a busy machine)."""
     from api.auth import make_local_token
 
-    return make_local_token(uid, Settings.model_fields["local_auth_secret"].default)
+    return make_local_token(uid, local_auth_secret(data_dir, create=False))
 
 
 def wait_until_gone(url: str, timeout: float = 10.0) -> bool:
