@@ -1,0 +1,121 @@
+"""`phoenix console [--port 8090] [--data-dir .data]`: the operator console on 127.0.0.1.
+
+It reads what the PHOENIX_* settings point at (the local engine and store, or the Executions API
+and Firestore with application-default credentials) and acts through the operator layer, as the
+person running it. It never listens beyond loopback: there is no operator surface to secure.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 8090
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="phoenix console", description="The operator console, on 127.0.0.1.")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="local stack: the data dir whose job logs to show (default: the SQLite store's directory)")
+    return p
+
+
+class Console:
+    """The console app and what it holds open (store, Executions client), from settings."""
+
+    def __init__(self, settings, *, store=None, storage=None, data_dir: Path | None = None, operator: str | None = None):
+        from creations.store import open_store
+        from creations.triggers import executions_reader_from_settings, trigger_from_settings
+
+        from .actions import Actions
+        from .app import create_console
+        from .identity import operator_name
+        from .joblogs import LocalJobLogs
+        from .reader import ConsoleReader
+
+        self.settings = settings
+        self._owned = []
+        if store is None:
+            store = open_store(settings)
+            self._owned.append(store)
+        self.store = store
+        self.executions = executions_reader_from_settings(settings)
+        self._owned.append(self.executions)
+        if storage is None:
+            storage = _storage(settings)
+        local = settings.store == "sqlite" and settings.trigger == "local"
+        logs_dir = data_dir if data_dir is not None else (Path(settings.sqlite_path).parent if local else None)
+        reader = ConsoleReader(settings, store, self.executions,
+                               job_logs=LocalJobLogs(logs_dir) if logs_dir is not None else None, storage=storage)
+
+        def reconciler():
+            from creations.joblog import JobLog
+            from creations.pipeline import StepServices
+            from creations.reconcile import Reconciler
+            from creations.triggers import workflow_path
+
+            services = StepServices(settings, store=store, storage=storage, log=JobLog(sys.stderr))
+            rec = Reconciler(store, self.executions, services, log=services.log.bind(command="phoenix console reconcile"),
+                             workflow=workflow_path(settings.gcp_project, settings.gcp_region, settings.workflow_name))
+            return rec, services.close
+
+        self.actions = Actions(reader, trigger_factory=lambda: trigger_from_settings(settings),
+                               reconciler_factory=reconciler)
+        where = "local stack" if local else f"project {settings.gcp_project}"
+        self.app = create_console(reader, self.actions, operator=operator or operator_name(settings), where=where)
+
+    def close(self) -> None:
+        for owned in reversed(self._owned):
+            try:
+                owned.close()
+            except Exception:  # noqa: BLE001 - closing on the way out
+                pass
+
+
+def _storage(settings):
+    """Media storage for previews; None when it cannot be configured (previews use stored URLs)."""
+    if not settings.s3_endpoint_url and not settings.s3_access_key_id:
+        return None
+    try:
+        from creations.storage import MediaStorage
+
+        return MediaStorage.from_settings(settings)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def serve(console: Console, port: int, *, sock=None):
+    """A uvicorn server for the console on 127.0.0.1:port (not started)."""
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(console.app, host=HOST, port=port, log_level="warning", lifespan="off"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if not (1024 <= args.port <= 65535):
+        print(f"phoenix console: --port must be between 1024 and 65535, not {args.port}", file=sys.stderr)
+        return 2
+    from creations.settings import Settings
+
+    try:
+        settings = Settings()
+    except Exception as exc:  # noqa: BLE001 - pydantic names the variable
+        print(f"phoenix console: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        console = Console(settings, data_dir=args.data_dir)
+    except Exception as exc:  # noqa: BLE001 - credentials, store: one clear line
+        print(f"phoenix console: cannot start: {exc}", file=sys.stderr)
+        return 1
+    print(f"phoenix console on http://{HOST}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    try:
+        serve(console, args.port).run()
+    finally:
+        console.close()
+    return 0
