@@ -111,6 +111,9 @@ class Creation:
     media: dict[str, Any] | None = None
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    # What operators did to it, oldest first: {at, actor, action, reason, attempt} (see
+    # creations/attempts.py). Never shown to the user; kept so a forced replay has a name and a why.
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
     @staticmethod
     def new_id() -> str:
@@ -144,6 +147,7 @@ class Creation:
             "media": self.media,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            "actions": [dict(a) for a in self.actions],
         }
 
     @classmethod
@@ -170,6 +174,7 @@ class Creation:
             media=d.get("media"),
             created_at=ts(d["created_at"]),
             updated_at=ts(d["updated_at"]),
+            actions=[dict(a) for a in (d.get("actions") or [])],
         )
 
 

@@ -8,6 +8,8 @@ so a replay after an upload failure does not pay for a second generation.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from .errors import CreationsError, NotFound
 from .model import Creation, Status, utcnow
 from .store.base import Store
@@ -19,9 +21,12 @@ class NotReplayable(CreationsError):
     code = "NOT_REPLAYABLE"
 
 
-def prepare_replay(store: Store, creation_id: str, *, expected_attempt: int | None = None) -> Creation:
+def prepare_replay(store: Store, creation_id: str, *, expected_attempt: int | None = None,
+                   decide: Callable[[Creation], dict[str, Any] | None] | None = None) -> Creation:
     """The creation at its next attempt, status pending. `expected_attempt` guards against two
-    operators replaying at once: the second finds the attempt moved on and gets NotReplayable."""
+    operators replaying at once: the second finds the attempt moved on and gets NotReplayable.
+    `decide`, called in the same transaction on the current creation, may refuse by raising, or
+    return an operator action to record on the creation ({at, actor, action, reason, ...})."""
 
     def mutate(current: Creation) -> Creation:
         if current.status is not Status.FAILED:
@@ -31,7 +36,10 @@ def prepare_replay(store: Store, creation_id: str, *, expected_attempt: int | No
             raise NotReplayable(
                 f"creation {creation_id} is at attempt {current.attempt}, not {expected_attempt}: "
                 "someone replayed it already")
+        action = decide(current) if decide is not None else None
         nxt = Creation.from_dict(current.to_dict())
+        if action:
+            nxt.actions = [*nxt.actions, action]
         nxt.transition(Status.PENDING)
         nxt.attempt = current.attempt + 1
         nxt.error = None

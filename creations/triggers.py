@@ -101,6 +101,17 @@ class ExecutionsRestClient:
             raise _http_error(response.status, response.data)
         return json.loads(response.data)
 
+    def post_json(self, path: str, body: dict | None = None, timeout: float = 30.0) -> dict:
+        """POST `/v1/{path}` with a JSON body (e.g. `{execution}:cancel`), answering JSON."""
+        import urllib3
+
+        response = self.http.urlopen("POST", f"{self.endpoint}/v1/{path}", body=json.dumps(body or {}).encode(),
+                                     headers={"Content-Type": "application/json"},
+                                     timeout=urllib3.Timeout(total=timeout))
+        if response.status >= 400:
+            raise _http_error(response.status, response.data)
+        return json.loads(response.data)
+
     def close(self) -> None:
         self.pool.clear()
 

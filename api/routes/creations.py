@@ -10,8 +10,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
-from creations.errors import CreationsError, InvalidOptions, NotFound
-from creations.model import Creation, CreationError, Status, utcnow
+from creations.attempts import AttemptNotStarted, start_attempt
+from creations.errors import InvalidOptions, NotFound
+from creations.model import Creation, Status, utcnow
 from creations.options import validate_request
 
 from ..auth import User
@@ -26,7 +27,6 @@ from ..schemas import (
     Media,
     error_responses,
 )
-from creations.triggers import TriggerFailed
 
 log = logging.getLogger("api.creations")
 router = APIRouter(prefix="/creations", tags=["creations"])
@@ -73,29 +73,6 @@ def creation_out(creation: Creation, storage) -> CreationOut:
 # --- starting the execution -------------------------------------------------------------------
 
 
-def _record_execution(name: str, attempt: int):
-    def mutate(c: Creation) -> Creation | None:
-        if c.attempt != attempt or name in c.execution_ids:
-            return None
-        c.execution_ids = [*c.execution_ids, name]
-        return c
-
-    return mutate
-
-
-def _fail_untriggered(attempt: int, message: str):
-    def mutate(c: Creation) -> Creation | None:
-        if c.attempt != attempt or c.status.terminal:
-            return None
-        c.transition(Status.FAILED)
-        # Not retryable: the user was told it failed and got the tokens back; a later automatic
-        # replay would charge them again for a creation they may already have resubmitted.
-        c.error = CreationError(code=TRIGGER_FAILED, message=message, step="trigger", retryable=False)
-        return c
-
-    return mutate
-
-
 def _trigger_failed(creation: Creation, balance: int) -> ApiError:
     return ApiError(
         503, TRIGGER_FAILED, f"{TRIGGER_FAILED_MESSAGE}; the creation failed and its tokens were refunded, "
@@ -105,26 +82,15 @@ def _trigger_failed(creation: Creation, balance: int) -> ApiError:
 
 
 def start_execution(store, trigger, creation: Creation) -> None:
-    """Start the creation's execution. When that fails, compensate like the pipeline does (refund,
-    then mark failed) and answer 503; a crash in between leaves it pending, which the reconciler
-    settles. The cause goes to the log; the user reads that the generation could not start."""
+    """Start the creation's execution through the domain's one money path. When that fails, the
+    attempt is failed and refunded in one transaction, and the answer is 503. The error is
+    recorded as not retryable: the user was told it failed and got the tokens back, and a later
+    automatic replay would charge them again for a creation they may already have resubmitted.
+    The cause goes to the log; the user reads that the generation could not start."""
     try:
-        name = trigger.start(creation)
-    except Exception as exc:  # any failure: the execution is not known to run
-        if isinstance(exc, TriggerFailed):
-            log.warning("creation %s attempt %s: %s", creation.id, creation.attempt, exc.message)
-        else:
-            log.error("trigger raised unexpectedly for creation %s", creation.id, exc_info=exc)
-        store.refund(creation.id, creation.attempt)
-        store.update_creation(creation.id, _fail_untriggered(creation.attempt, TRIGGER_FAILED_MESSAGE))
+        start_attempt(store, trigger, creation, failure_message=TRIGGER_FAILED_MESSAGE, retryable_on_failure=False)
+    except AttemptNotStarted:
         raise _trigger_failed(creation, store.balance(creation.uid)) from None
-    if name:
-        try:
-            store.update_creation(creation.id, _record_execution(name, creation.attempt))
-        except CreationsError as exc:
-            # The execution runs and owns the creation now; only the operators' cross-reference is
-            # missing (they can find it by its creation-id label), so the request still succeeds.
-            log.warning("creation %s: execution %s started but not recorded: %s", creation.id, name, exc)
 
 
 def _needs_retrigger(creation: Creation, settings) -> bool:

@@ -126,5 +126,21 @@ class Store(abc.ABC):
         """Creations in the given statuses (any user), oldest update first; for the reconciler and
         bulk replay."""
 
+    @abc.abstractmethod
+    def search_creations(
+        self,
+        *,
+        statuses: list[Status] | None = None,
+        uid: str | None = None,
+        created_from=None,
+        created_before=None,
+        limit: int = 100,
+        page_token: str | None = None,
+    ) -> tuple[list[Creation], str | None]:
+        """Any user's creations, newest first (created_at desc, id desc), for operators: in
+        `statuses` (any when None), of `uid`, created in [created_from, created_before).
+        Returns (items, next_page_token); `limit` 1..1000; a page token this store did not
+        return: InvalidOptions."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -41,7 +41,7 @@ from ..errors import (
 from ..model import Creation, CreationError, EntryKind, LedgerEntry, Status, utcnow
 from .audit import ChargeRecord, find_discrepancies
 from .base import AuditFinding, CreateResult, Store
-from .paging import check_limit, decode_page_token, encode_page_token
+from .paging import MAX_SEARCH_PAGE_SIZE, check_limit, decode_page_token, encode_page_token
 from .records import as_utc, check_id, checked_update, idempotency_doc_id, new_creation_record, settle_refund
 
 T = TypeVar("T")
@@ -395,6 +395,21 @@ class FirestoreStore(Store):
         query = self.find_query(values, updated_before).limit(int(limit))
         return [creation_from_doc(s) for s in self._call(lambda: list(query.stream()))]
 
+    def search_creations(self, *, statuses=None, uid=None, created_from=None, created_before=None,
+                         limit=100, page_token=None):
+        check_limit(limit, MAX_SEARCH_PAGE_SIZE)
+        values = None if statuses is None else [Status(s).value for s in statuses]
+        if values == []:
+            return [], None
+        query = self.search_query(values, uid, created_from, created_before)
+        if page_token:
+            after_at, after_id = decode_page_token(page_token)
+            query = query.start_after({"created_at": after_at, "__name__": after_id})
+        snaps = self._call(lambda: list(query.limit(limit + 1).stream()))
+        items = [creation_from_doc(s) for s in snaps[:limit]]
+        token = encode_page_token(items[-1].created_at, items[-1].id) if len(snaps) > limit else None
+        return items, token
+
     # --- the queries (production needs a composite index for each: see firestore.indexes.json) --
 
     def active_query(self, uid: str):
@@ -414,6 +429,20 @@ class FirestoreStore(Store):
         if updated_before is not None:
             query = query.where(filter=FieldFilter("updated_at", "<", as_utc(updated_before)))
         return query.order_by("updated_at").order_by("__name__")
+
+    def search_query(self, statuses: list[str] | None = None, uid: str | None = None,
+                     created_from=None, created_before=None):
+        query = self._creations
+        if uid is not None:
+            query = query.where(filter=FieldFilter("uid", "==", uid))
+        if statuses is not None:
+            query = query.where(filter=FieldFilter("status", "in", statuses))
+        if created_from is not None:
+            query = query.where(filter=FieldFilter("created_at", ">=", as_utc(created_from)))
+        if created_before is not None:
+            query = query.where(filter=FieldFilter("created_at", "<", as_utc(created_before)))
+        return (query.order_by("created_at", direction=firestore.Query.DESCENDING)
+                .order_by("__name__", direction=firestore.Query.DESCENDING))
 
     def ledger_query(self, uid: str):
         return self._ledger.where(filter=FieldFilter("uid", "==", uid)).order_by("at").order_by("__name__")

@@ -9,13 +9,14 @@ from datetime import datetime
 from ..errors import InvalidOptions
 
 MAX_PAGE_SIZE = 100
+MAX_SEARCH_PAGE_SIZE = 1000   # operators' searches (search_creations)
 
 
-def check_limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+def check_limit(limit: int, maximum: int = MAX_PAGE_SIZE) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
         raise InvalidOptions(
-            f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}, got {limit!r}",
-            {"limit": f"use a whole number from 1 to {MAX_PAGE_SIZE}"},
+            f"limit must be a whole number from 1 to {maximum}, got {limit!r}",
+            {"limit": f"use a whole number from 1 to {maximum}"},
         )
     return limit
 

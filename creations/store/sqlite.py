@@ -31,7 +31,7 @@ from ..errors import (
 from ..model import Creation, CreationError, EntryKind, LedgerEntry, Status, utcnow
 from .audit import ChargeRecord, find_discrepancies
 from .base import AuditFinding, CreateResult, Store
-from .paging import check_limit, decode_page_token, encode_page_token
+from .paging import MAX_SEARCH_PAGE_SIZE, check_limit, decode_page_token, encode_page_token
 from .records import as_utc, check_id, checked_update, idempotency_doc_id, new_creation_record, settle_refund
 
 _SCHEMA_VERSION = 1
@@ -402,3 +402,34 @@ class SqliteStore(Store):
         rows = self._read(f"SELECT doc FROM creations WHERE {' AND '.join(where)} "
                           "ORDER BY updated_at, id LIMIT ?", (*params, int(limit)))
         return [Creation.from_dict(json.loads(r[0])) for r in rows]
+
+    def search_creations(self, *, statuses=None, uid=None, created_from=None, created_before=None,
+                         limit=100, page_token=None):
+        check_limit(limit, MAX_SEARCH_PAGE_SIZE)
+        where: list[str] = []
+        params: list = []
+        if statuses is not None:
+            values = [Status(s).value for s in statuses]
+            if not values:
+                return [], None
+            where.append(f"status IN ({', '.join('?' * len(values))})")
+            params += values
+        if uid is not None:
+            where.append("uid = ?")
+            params.append(uid)
+        if created_from is not None:
+            where.append("created_at >= ?")
+            params.append(_ts(created_from))
+        if created_before is not None:
+            where.append("created_at < ?")
+            params.append(_ts(created_before))
+        if page_token:
+            after_at, after_id = decode_page_token(page_token)
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            params += [_ts(after_at), _ts(after_at), after_id]
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._read(f"SELECT doc FROM creations {clause}ORDER BY created_at DESC, id DESC LIMIT ?",
+                          (*params, limit + 1))
+        items = [Creation.from_dict(json.loads(r[0])) for r in rows[:limit]]
+        token = encode_page_token(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+        return items, token
