@@ -1,28 +1,21 @@
-"""The console's actions, each a call into the operator layer (creations.attempts and
-creations.operator): the same rules and the same code as `phoenix ops`. This module only adapts
-their results to pages and runs a bulk replay in the background so its progress can be watched."""
+"""The console's actions: each one call into the operator layer (creations.operator, over
+creations.attempts), the same code and rules as `phoenix ops`. This module adapts the results to
+pages and runs a bulk replay in the background so its progress can be watched."""
 from __future__ import annotations
 
 import itertools
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from creations import attempts
-from creations.errors import CreationsError
-from creations.model import Creation, Status, utcnow
+from creations.model import Creation, utcnow
+from creations.operator import BulkPreview, CancelResult, Operator, ReconcileReport, ReplayResult
 
 from .reader import ConsoleReader, Filter
 
 BULK_MAX = 1000
-
-
-@dataclass
-class BulkItem:
-    creation_id: str
-    outcome: str = "waiting"     # waiting | started | not replayed | failed to start
-    detail: str = ""
 
 
 @dataclass
@@ -32,29 +25,22 @@ class BulkJob:
     actor: str
     reason: str
     started_at: datetime
-    items: list[BulkItem]
-    skipped: list[tuple[str, str]]       # (creation id, why not worth replaying)
+    planned: list[str]                    # creation ids the preview found worth replaying
+    skipped: list[tuple[str, str]]        # (creation id, why not worth replaying)
+    results: list[ReplayResult] = field(default_factory=list)
     done: bool = False
+    error: str | None = None
     finished_at: datetime | None = None
 
     @property
     def progress(self) -> int:
-        return sum(1 for i in self.items if i.outcome != "waiting")
+        return len(self.results)
 
     def summary(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for item in self.items:
-            out[item.outcome] = out.get(item.outcome, 0) + 1
+        for r in self.results:
+            out[r.outcome] = out.get(r.outcome, 0) + 1
         return out
-
-
-@dataclass
-class BulkPreview:
-    worth: list[attempts.ReplayPreview]
-    not_worth: list[attempts.ReplayPreview]
-    charge: int
-    scanned: int
-    capped: bool
 
 
 @dataclass
@@ -65,22 +51,10 @@ class CancelPreview:
     why: str
 
 
-@dataclass
-class Reconciled:
-    rows: list[Any] = field(default_factory=list)
-    error: str | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-
-
 class Actions:
-    """`trigger_factory()` builds the trigger the settings name (closed after each use)."""
-
-    def __init__(self, reader: ConsoleReader, *, trigger_factory: Callable[[], Any],
-                 reconciler_factory: Callable[[], Any] | None = None):
+    def __init__(self, reader: ConsoleReader):
         self.reader = reader
-        self.store = reader.store
-        self.trigger_factory = trigger_factory
-        self.reconciler_factory = reconciler_factory
+        self.operator: Operator = reader.operator
         self._jobs: dict[str, BulkJob] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -88,71 +62,42 @@ class Actions:
     # --- replay ------------------------------------------------------------------------------
 
     def replay_preview(self, creation: Creation, *, check_storage: bool = False) -> attempts.ReplayPreview:
-        storage = self.reader.storage if check_storage else None
-        try:
-            return attempts.replay_preview(creation, store=self.store, storage=storage)
-        except Exception:  # noqa: BLE001 - storage unreachable: the recorded checkpoints still say much
-            return attempts.replay_preview(creation, store=self.store)
+        """Without check_storage the recorded checkpoints are judged as recorded (cheap: the
+        creation page); with it, as the steps will judge them (the preview before a replay)."""
+        if check_storage:
+            try:
+                return self.operator.preview(creation.id)
+            except Exception:  # noqa: BLE001 - storage unreachable: the recorded checkpoints still say much
+                pass
+        return attempts.replay_preview(creation, store=self.operator.store)
 
     def replay(self, creation_id: str, *, actor: str, reason: str, force: bool,
-               expected_attempt: int | None) -> str:
-        trigger = self.trigger_factory()
-        try:
-            done = attempts.replay(self.store, trigger, creation_id, actor=actor, reason=reason, force=force,
-                                   expected_attempt=expected_attempt)
-        finally:
-            _close(trigger)
-        return f"replayed: attempt {done.creation.attempt} started" + (" (forced)" if done.forced else "")
+               expected_attempt: int | None) -> ReplayResult:
+        return self.operator.replay(creation_id, actor=actor, reason=reason, force=force,
+                                    expected_attempt=expected_attempt)
 
     # --- bulk replay -------------------------------------------------------------------------
 
-    def bulk_candidates(self, f: Filter, limit: int = BULK_MAX) -> tuple[list[Creation], int, bool]:
-        """The failed creations the filter selects (a filter on another status selects none)."""
-        if f.status and f.status != Status.FAILED.value:
-            return [], 0, False
-        failed = Filter(**{**f.__dict__, "status": Status.FAILED.value})
-        found: list[Creation] = []
-        token = None
-        while len(found) < limit:
-            listing = self.reader.search(failed, page_token=token, page_size=min(100, limit - len(found)))
-            found += listing.items
-            token = listing.next_token
-            if token is None:
-                break
-        return found, len(found), token is not None
-
-    def bulk_preview(self, f: Filter, limit: int = BULK_MAX) -> BulkPreview:
-        found, scanned, capped = self.bulk_candidates(f, limit)
-        previews = [attempts.replay_preview(c, store=self.store) for c in found]
-        worth = [p for p in previews if p.worth]
-        return BulkPreview(worth=worth, not_worth=[p for p in previews if not p.worth],
-                           charge=sum(p.charge for p in worth), scanned=scanned, capped=capped)
+    def bulk_preview(self, f: Filter, limit: int = 100) -> BulkPreview:
+        return self.operator.bulk_preview(self.reader.operator_filter(f), limit=min(max(limit, 1), BULK_MAX))
 
     def start_bulk(self, f: Filter, *, actor: str, reason: str, limit: int = 100) -> BulkJob:
-        preview = self.bulk_preview(f, min(max(limit, 1), BULK_MAX))
-        job = BulkJob(id=str(next(self._ids)), filter=f.query(), actor=actor, reason=reason,
-                      started_at=utcnow(), items=[BulkItem(p.creation_id) for p in preview.worth],
+        """Starts the bulk replay in a thread; its page shows the progress, then the summary."""
+        flt = self.reader.operator_filter(f)
+        limit = min(max(limit, 1), BULK_MAX)
+        preview = self.operator.bulk_preview(flt, limit=limit)
+        job = BulkJob(id=str(next(self._ids)), filter=f.query(), actor=actor, reason=reason, started_at=utcnow(),
+                      planned=[p.creation_id for p in preview.to_replay],
                       skipped=[(p.creation_id, p.reason) for p in preview.not_worth])
-        expected = {p.creation_id: p.attempt for p in preview.worth}
         with self._lock:
             self._jobs[job.id] = job
 
         def run() -> None:
-            trigger = self.trigger_factory()
             try:
-                for item in job.items:
-                    try:
-                        done = attempts.replay(self.store, trigger, item.creation_id, actor=actor, reason=reason,
-                                               expected_attempt=expected[item.creation_id])
-                        item.outcome, item.detail = "started", f"attempt {done.creation.attempt}"
-                    except attempts.AttemptNotStarted as exc:
-                        item.outcome, item.detail = "failed to start", exc.message
-                    except CreationsError as exc:
-                        item.outcome, item.detail = "not replayed", exc.message
-                    except Exception as exc:  # noqa: BLE001 - one bad creation does not stop the rest
-                        item.outcome, item.detail = "failed to start", f"{type(exc).__name__}: {exc}"
+                self.operator.replay_bulk(flt, actor=actor, reason=reason, limit=limit, progress=job.results.append)
+            except Exception as exc:  # noqa: BLE001 - shown on the job's page
+                job.error = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
             finally:
-                _close(trigger)
                 job.done, job.finished_at = True, utcnow()
 
         threading.Thread(target=run, name=f"bulk-replay-{job.id}", daemon=True).start()
@@ -166,46 +111,47 @@ class Actions:
 
     def cancel_preview(self, creation: Creation) -> CancelPreview:
         if creation.status.terminal:
-            return CancelPreview(False, None, creation.status.value,
-                                 f"it is {creation.status.value}: nothing runs")
+            return CancelPreview(False, None, creation.status.value, f"it is {creation.status.value}: nothing runs")
         name = creation.execution_ids[-1] if creation.execution_ids else None
         if name is None:
-            return CancelPreview(False, None, "-", "no execution recorded for this attempt; reconcile settles it")
+            return CancelPreview(False, None, "-", "no execution recorded for this attempt yet; reconcile settles "
+                                                   "it if none ever runs")
         try:
             state = str(self.reader.execution(name).get("state", ""))
         except Exception as exc:  # noqa: BLE001
             return CancelPreview(False, name, "unreadable", f"the execution could not be read: {exc}")
         if state not in ("QUEUED", "ACTIVE"):
-            return CancelPreview(False, name, state, f"the execution is {state}; reconcile settles the creation")
-        return CancelPreview(True, name, state, "the execution stops; reconcile then fails the creation and "
-                                                "refunds the attempt")
+            return CancelPreview(False, name, state, f"the execution is {state}: reconcile settles the creation")
+        return CancelPreview(True, name, state,
+                             f"the execution stops, then attempt {creation.attempt} is failed and refunded at once")
 
-    def cancel(self, creation_id: str, *, actor: str, reason: str) -> str:
-        from creations import operator
+    def cancel(self, creation_id: str, *, actor: str, reason: str) -> CancelResult:
+        return self.operator.cancel(creation_id, actor=actor, reason=reason)
 
-        done = operator.cancel(self.store, self.reader.executions, creation_id, actor=actor, reason=reason)
-        return getattr(done, "message", None) or "cancelled"
+    # --- reconcile ---------------------------------------------------------------------------
 
-    # --- reconcile -----------------------------------------------------------------------
+    def reconcile(self, *, older_than: int, dry_run: bool, actor: str, reason: str) -> ReconcileReport:
+        report = self.operator.reconcile(older_than=timedelta(seconds=max(older_than, 0)), dry_run=dry_run)
+        if not dry_run:
+            self._record(report, actor, reason)
+        return report
 
-    def reconcile(self, *, older_than: int, dry_run: bool, actor: str, reason: str) -> Reconciled:
-        if self.reconciler_factory is None:
-            return Reconciled(error="reconcile is not available here")
-        try:
-            reconciler, close = self.reconciler_factory()
-        except Exception as exc:  # noqa: BLE001
-            return Reconciled(error=f"cannot reach the Executions API: {exc}")
-        out = Reconciled()
-        try:
-            for r in reconciler.run(older_than=timedelta(seconds=max(older_than, 0)), limit=100, dry_run=dry_run):
-                out.rows.append(r)
-                out.counts[r.action.value] = out.counts.get(r.action.value, 0) + 1
-        finally:
-            close()
-        return out
+    def _record(self, report: ReconcileReport, actor: str, reason: str) -> None:
+        """Who settled each compensated creation and why, on the creation (as replays are)."""
+        from creations.reconcile import Action
 
+        for r in report.results:
+            if r.action is not Action.COMPENSATED:
+                continue
+            entry: dict[str, Any] = {"at": utcnow().isoformat(), "actor": actor, "action": "reconcile",
+                                     "reason": reason, "attempt": r.creation.attempt,
+                                     "execution": r.execution.name, "result": r.message}
 
-def _close(thing: Any) -> None:
-    close = getattr(thing, "close", None)
-    if close:
-        close()
+            def record(c: Creation, entry=entry) -> Creation:
+                c.actions = [*c.actions, entry]
+                return c
+
+            try:
+                self.operator.store.update_creation(r.creation.id, record)
+            except Exception:  # noqa: BLE001 - deleted meanwhile: the ledger still has the refund
+                pass

@@ -101,7 +101,7 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
             return problem(request, str(exc))
         try:
             listing = reader.search(f, page_token=params.get("page") or None)
-        except CreationsError as exc:
+        except CreationsError as exc:  # an unknown error code, a page token not ours, an empty range
             return problem(request, exc.message)
         return render(request, "creations.html", page="creations", f=f, listing=listing,
                       page_token=params.get("page") or "")
@@ -119,10 +119,12 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
         creation = reader.store.get_creation(creation_id)
         if creation is None:
             return JSONResponse({"error": {"code": "NOT_FOUND", "message": f"no creation {creation_id}"}}, 404)
-        doc = {"creation": creation.to_dict(),
-               "executions": [{"execution": a.execution, "stepEntries": a.entries,
-                               **({"error": a.error} if a.error else {})}
-                              for a in reader.attempts(creation, with_logs=False) if a.execution_name]}
+        trace = reader.operator.trace(creation_id)
+        doc = {"creation": trace.creation.to_dict(),
+               "executions": [{"execution": t.execution, "stepEntries": t.entries, "recorded": t.recorded,
+                               **({"unreadable": t.unreadable} if t.unreadable else {})} for t in trace.executions],
+               "ledger": [{"id": e.id, "kind": e.kind.value, "amount": e.amount, "at": e.at.isoformat()}
+                          for e in trace.ledger]}
         return Response(json.dumps(doc, indent=2, default=str), media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="creation-{creation_id}.json"'})
 
@@ -131,7 +133,7 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
         uid = request.query_params.get("uid", "").strip()
         if uid:
             return RedirectResponse(f"/users/{uid}", 303)
-        findings = reader.store.audit()
+        findings = reader.operator.audit().findings
         return render(request, "users.html", page="users", findings=findings)
 
     @app.get("/users/{uid}", response_class=HTMLResponse)
@@ -154,9 +156,11 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
         reason = form.get("reason", "").strip()
         if not reason:
             return problem(request, "say why in one line: the reason is recorded on the creation")
-        outcome = actions.replay(creation_id, actor=operator, reason=reason, force=form.get("force") == "yes",
-                                 expected_attempt=_int(form.get("attempt")))
-        return RedirectResponse(f"/creations/{creation_id}?done={outcome}", 303)
+        result = actions.replay(creation_id, actor=operator, reason=reason, force=form.get("force") == "yes",
+                                expected_attempt=_int(form.get("attempt")))
+        if result.outcome == "refused":
+            return problem(request, f"not replayed: {result.message}", 409)
+        return _back(creation_id, result.message, ok=result.started)
 
     @app.get("/creations/{creation_id}/cancel", response_class=HTMLResponse)
     def cancel_preview(request: Request, creation_id: str):
@@ -171,8 +175,11 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
         reason = form.get("reason", "").strip()
         if not reason:
             return problem(request, "say why in one line: the reason is recorded on the creation")
-        outcome = actions.cancel(creation_id, actor=operator, reason=reason)
-        return RedirectResponse(f"/creations/{creation_id}?done={outcome}", 303)
+        try:
+            result = actions.cancel(creation_id, actor=operator, reason=reason)
+        except CreationsError as exc:
+            return problem(request, f"not cancelled: {exc.message}", 409)
+        return _back(creation_id, result.message)
 
     @app.get("/bulk-replay", response_class=HTMLResponse)
     def bulk_preview(request: Request):
@@ -180,7 +187,11 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
             f = parse_filter(dict(request.query_params))
         except ValueError as exc:
             return problem(request, str(exc))
-        return render(request, "bulk.html", page="creations", f=f, preview=actions.bulk_preview(f))
+        try:
+            preview = actions.bulk_preview(f, limit=_int(request.query_params.get("limit")) or 100)
+        except CreationsError as exc:
+            return problem(request, exc.message)
+        return render(request, "bulk.html", page="creations", f=f, preview=preview)
 
     @app.post("/bulk-replay")
     async def bulk(request: Request):
@@ -192,7 +203,10 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
         reason = form.get("reason", "").strip()
         if not reason:
             return problem(request, "say why in one line: the reason is recorded on every creation replayed")
-        job = actions.start_bulk(f, actor=operator, reason=reason, limit=_int(form.get("limit")) or 100)
+        try:
+            job = actions.start_bulk(f, actor=operator, reason=reason, limit=_int(form.get("limit")) or 100)
+        except CreationsError as exc:
+            return problem(request, exc.message)
         return RedirectResponse(f"/jobs/{job.id}", 303)
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -206,8 +220,9 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
     def reconcile_preview(request: Request):
         older = _int(request.query_params.get("older_than"))
         older = 900 if older is None else older
-        return render(request, "reconcile.html", page="reconcile", older_than=older,
-                      found=actions.reconcile(older_than=older, dry_run=True, actor=operator, reason=""), applied=False)
+        report, error = _reconcile(older, dry_run=True, reason="")
+        return render(request, "reconcile.html", page="reconcile", older_than=older, report=report, error=error,
+                      applied=False)
 
     @app.post("/reconcile", response_class=HTMLResponse)
     async def reconcile(request: Request):
@@ -217,14 +232,29 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
         reason = form.get("reason", "").strip()
         if not reason:
             return problem(request, "say why in one line: the reason is recorded on every creation settled")
-        return render(request, "reconcile.html", page="reconcile", older_than=older, applied=True,
-                      found=actions.reconcile(older_than=older, dry_run=False, actor=operator, reason=reason))
+        report, error = _reconcile(older, dry_run=False, reason=reason)
+        return render(request, "reconcile.html", page="reconcile", older_than=older, report=report, error=error,
+                      applied=True)
+
+    def _reconcile(older: int, *, dry_run: bool, reason: str):
+        try:
+            return actions.reconcile(older_than=older, dry_run=dry_run, actor=operator, reason=reason), None
+        except CreationsError as exc:
+            return None, exc.message
+        except Exception as exc:  # noqa: BLE001 - the Executions API unreachable, credentials: say so
+            return None, f"reconcile could not run: {type(exc).__name__}: {exc}"
 
     @app.get("/healthz")
     def health():
         return {"status": "ok"}
 
     return app
+
+
+def _back(creation_id: str, message: str, *, ok: bool = True) -> RedirectResponse:
+    from urllib.parse import urlencode
+
+    return RedirectResponse(f"/creations/{creation_id}?{urlencode({'done' if ok else 'failed': message})}", 303)
 
 
 def _int(value: str | None) -> int | None:

@@ -25,9 +25,10 @@ def _parser() -> argparse.ArgumentParser:
 class Console:
     """The console app and what it holds open (store, Executions client), from settings."""
 
-    def __init__(self, settings, *, store=None, storage=None, data_dir: Path | None = None, operator: str | None = None):
+    def __init__(self, settings, *, store=None, storage=None, data_dir: Path | None = None,
+                 operator: str | None = None):
+        from creations.operator import Operator, check_store_exists
         from creations.store import open_store
-        from creations.triggers import executions_reader_from_settings, trigger_from_settings
 
         from .actions import Actions
         from .app import create_console
@@ -38,31 +39,19 @@ class Console:
         self.settings = settings
         self._owned = []
         if store is None:
+            check_store_exists(settings)
             store = open_store(settings)
             self._owned.append(store)
-        self.store = store
-        self.executions = executions_reader_from_settings(settings)
-        self._owned.append(self.executions)
         if storage is None:
             storage = _storage(settings)
+        # The refund step the reconciler runs logs its money moves to stderr, as `phoenix ops` does.
+        self.operator = Operator.from_settings(settings, store, storage=storage, job_log=sys.stderr)
+        self._owned.append(self.operator)
         local = settings.store == "sqlite" and settings.trigger == "local"
         logs_dir = data_dir if data_dir is not None else (Path(settings.sqlite_path).parent if local else None)
-        reader = ConsoleReader(settings, store, self.executions,
-                               job_logs=LocalJobLogs(logs_dir) if logs_dir is not None else None, storage=storage)
-
-        def reconciler():
-            from creations.joblog import JobLog
-            from creations.pipeline import StepServices
-            from creations.reconcile import Reconciler
-            from creations.triggers import workflow_path
-
-            services = StepServices(settings, store=store, storage=storage, log=JobLog(sys.stderr))
-            rec = Reconciler(store, self.executions, services, log=services.log.bind(command="phoenix console reconcile"),
-                             workflow=workflow_path(settings.gcp_project, settings.gcp_region, settings.workflow_name))
-            return rec, services.close
-
-        self.actions = Actions(reader, trigger_factory=lambda: trigger_from_settings(settings),
-                               reconciler_factory=reconciler)
+        reader = ConsoleReader(settings, self.operator, storage=storage,
+                               job_logs=LocalJobLogs(logs_dir) if logs_dir is not None else None)
+        self.actions = Actions(reader)
         where = "local stack" if local else f"project {settings.gcp_project}"
         self.app = create_console(reader, self.actions, operator=operator or operator_name(settings), where=where)
 

@@ -10,14 +10,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from creations.model import Creation, CreationType, LedgerEntry, Status, utcnow
-from creations.store.paging import encode_page_token
+from creations.operator import CreationFilter
 
 from . import timeline as tl
 from .joblogs import LocalJobLogs, LogLine, cloud_logging_url
 
 PAGE_SIZE = 50
-SCAN_LIMIT = 20_000         # creations a filtered listing reads at most before it stops
-STEP_ENTRIES_PAGE = 1000
+SCAN_LIMIT = 100_000        # creations the overview reads at most per window
 OVERVIEW_EXECUTIONS = 100   # the newest executions whose step entries the overview times
 
 
@@ -39,14 +38,6 @@ class Filter:
                   "until": self.until.strftime("%Y-%m-%dT%H:%M") if self.until else "", "q": self.q}
         values.update({k: str(v) for k, v in override.items()})
         return {k: v for k, v in values.items() if v}
-
-    def matches(self, c: Creation) -> bool:
-        """The filters the store's query does not apply itself."""
-        if self.type and c.type.value != self.type:
-            return False
-        if self.code and (c.error.code if c.error else "") != self.code:
-            return False
-        return True
 
     @property
     def empty(self) -> bool:
@@ -73,6 +64,7 @@ class AttemptView:
     logs: list[LogLine] = field(default_factory=list)
     logging_url: str | None = None       # production: Cloud Logging, the creation's job logs
     logging_url_job: str | None = None   # production: the logs of the job execution that failed
+    recorded: bool = True                # named on the creation (else found by its labels)
 
     @property
     def short_name(self) -> str:
@@ -90,149 +82,88 @@ class CreationView:
 
 
 class ConsoleReader:
-    def __init__(self, settings, store, executions, *, job_logs: LocalJobLogs | None = None,
-                 storage=None, clock=utcnow):
+    """Pages' data, read through the operator layer (`creations.operator.Operator`) where it has
+    the answer (find, count, trace, audit); job logs and media URLs are the console's own."""
+
+    def __init__(self, settings, operator, *, job_logs: LocalJobLogs | None = None, storage=None,
+                 clock=utcnow):
         self.settings = settings
-        self.store = store
-        self.executions = executions
+        self.operator = operator
+        self.store = operator.store
         self.job_logs = job_logs
         self.storage = storage
         self.clock = clock
 
+    @property
+    def executions(self):
+        return self.operator.reader
+
     # --- creations ------------------------------------------------------------------------
 
-    def find_by_id(self, q: str) -> Creation | None:
-        """A creation by its id, or by the id or full name of one of its executions."""
+    def resolve(self, q: str) -> CreationFilter:
+        """The filter that finds `q`: a creation id, or an execution id or name (the Executions
+        API's creation-id label says whose; else the creations are searched for it)."""
         q = q.strip()
-        if not q:
-            return None
-        creation = self.store.get_creation(q) if "/" not in q else None
-        if creation is not None:
-            return creation
-        name = q if "/executions/" in q else f"{self.workflow()}/executions/{q}"
+        if "/" not in q and self.store.get_creation(q) is not None:
+            return CreationFilter(ids=(q,))
+        name = q if "/executions/" in q else f"{self.operator.workflow}/executions/{q}"
         try:
             execution = self.executions.get_json(name)
-        except Exception:  # noqa: BLE001 - not an execution we can read: no match
-            return None
+        except Exception:  # noqa: BLE001 - not an execution the API knows: search the creations
+            return CreationFilter(execution=q)
         cid = (execution.get("labels") or {}).get("creation-id")
         if not cid:
             try:
                 cid = json.loads(execution.get("argument") or "{}").get("creationId")
             except (ValueError, AttributeError):
                 cid = None
-        return self.store.get_creation(cid) if isinstance(cid, str) and cid else None
+        if isinstance(cid, str) and cid and self.store.get_creation(cid) is not None:
+            return CreationFilter(ids=(cid,))
+        return CreationFilter(execution=q)
 
-    def workflow(self) -> str:
-        s = self.settings
-        return f"projects/{s.gcp_project}/locations/{s.gcp_region}/workflows/{s.workflow_name}"
+    def operator_filter(self, f: Filter, *, with_status: bool = True) -> CreationFilter:
+        found = self.resolve(f.q) if f.q else CreationFilter()
+        return CreationFilter(
+            ids=found.ids, execution=found.execution,
+            statuses=(Status(f.status),) if f.status and with_status else (),
+            types=(CreationType(f.type),) if f.type else (), uid=f.uid or None,
+            codes=(f.code,) if f.code else (), created_from=f.since, created_before=f.until)
 
     def search(self, f: Filter, *, page_token: str | None = None, page_size: int = PAGE_SIZE) -> Listing:
-        if f.q:
-            found = self.find_by_id(f.q)
-            items = [found] if found is not None and self._in_window(found, f) and f.matches(found) \
-                and (not f.status or found.status.value == f.status) else []
-            counts = {s.value: sum(1 for c in items if c.status is s) for s in Status}
-            return Listing(items, None, counts, False, counts["pending"] + counts["processing"])
-        statuses = [Status(f.status)] if f.status else None
-        items, token = self._scan(f, statuses, page_token, page_size)
-        counts, capped = self.counts(f)
-        return Listing(items, token, counts, capped, counts.get("pending", 0) + counts.get("processing", 0))
-
-    def _in_window(self, c: Creation, f: Filter) -> bool:
-        return ((not f.uid or c.uid == f.uid) and (f.since is None or c.created_at >= f.since)
-                and (f.until is None or c.created_at < f.until))
-
-    def _scan(self, f: Filter, statuses, page_token, page_size) -> tuple[list[Creation], str | None]:
-        """Up to page_size creations matching the filter, newest first, and the token after the
-        last one. Filters the store cannot apply (type, error code) are applied here, reading at
-        most SCAN_LIMIT creations."""
-        out: list[Creation] = []
-        scanned = 0
-        token = page_token
-        batch = 500 if (f.type or f.code) else page_size
-        while True:
-            page, token = self.store.search_creations(statuses=statuses, uid=f.uid or None,
-                                                      created_from=f.since, created_before=f.until,
-                                                      limit=batch, page_token=token)
-            for c in page:
-                scanned += 1
-                if f.matches(c):
-                    out.append(c)
-                    if len(out) == page_size:
-                        more = token is not None or c is not page[-1]
-                        return out, encode_page_token(c.created_at, c.id) if more else None
-            if token is None or scanned >= SCAN_LIMIT:
-                return out, token
-
-    def counts(self, f: Filter) -> tuple[dict[str, int], bool]:
-        """Creations per status under the filter (its status excepted)."""
-        count = getattr(self.store, "count_creations", None)
-        if count is not None and not f.type and not f.code:
-            found = count(uid=f.uid or None, created_from=f.since, created_before=f.until)
-            return {s.value: int(found.get(s.value, 0)) for s in Status}, False
-        counts = {s.value: 0 for s in Status}
-        token, scanned = None, 0
-        while True:
-            page, token = self.store.search_creations(uid=f.uid or None, created_from=f.since,
-                                                      created_before=f.until, limit=1000, page_token=token)
-            for c in page:
-                if f.matches(c):
-                    counts[c.status.value] += 1
-            scanned += len(page)
-            if token is None:
-                return counts, False
-            if scanned >= SCAN_LIMIT:
-                return counts, True
+        page = self.operator.find(self.operator_filter(f), limit=page_size, page_token=page_token)
+        counted = self.operator.count_by_status(self.operator_filter(f, with_status=False))
+        counts = {s.value: counted.counts.get(s.value, 0) for s in Status}
+        return Listing(page.items, page.next_page_token, counts, not counted.complete,
+                       counts["pending"] + counts["processing"])
 
     # --- one creation -----------------------------------------------------------------------
 
     def execution(self, name: str) -> dict[str, Any]:
         return self.executions.get_json(name)
 
-    def step_entries(self, name: str) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = []
-        token = None
-        for _ in range(100):  # 100,000 entries: the documented step limit of one execution
-            params = {"pageSize": str(STEP_ENTRIES_PAGE)}
-            if token:
-                params["pageToken"] = token
-            page = self.executions.get_json(f"{name}/stepEntries", params)
-            entries += page.get("stepEntries") or []
-            token = page.get("nextPageToken")
-            if not token:
-                break
-        return entries
-
-    def attempts(self, creation: Creation, *, with_logs: bool = True) -> list[AttemptView]:
+    def attempts(self, trace) -> list[AttemptView]:
+        creation = trace.creation
+        logs = self._logs(creation)
         views: list[AttemptView] = []
-        logs = self._logs(creation) if with_logs else []
-        for name in creation.execution_ids:
-            try:
-                execution = self.execution(name)
-                entries = self.step_entries(name)
-                error = None
-            except Exception as exc:  # noqa: BLE001 - show what can be shown, and why not the rest
-                execution, entries, error = None, [], _describe(exc)
-            attempt = _attempt_of(execution) if execution else None
+        for i, t in enumerate(trace.executions):
+            attempt = (_attempt_of(t.execution) if t.execution else None) or i + 1
             views.append(AttemptView(
-                attempt=attempt or 0, execution_name=name, execution=execution, entries=entries,
-                timeline=tl.build(entries, execution) if execution else None, error=error))
-        # Attempts without a readable attempt number take their position.
-        for i, view in enumerate(views):
-            if not view.attempt:
-                view.attempt = i + 1
+                attempt=attempt, execution_name=t.name, execution=t.execution, entries=t.entries,
+                timeline=tl.build(t.entries, t.execution) if t.execution else None,
+                error=t.unreadable and f"the execution could not be read: {t.unreadable}",
+                recorded=t.recorded))
         known = {v.attempt for v in views}
         for n in range(1, creation.attempt + 1):
-            if n not in known:  # an attempt whose execution was never recorded (or not yet)
+            if n not in known:  # an attempt whose execution was never recorded nor found (or not yet)
                 views.append(AttemptView(attempt=n, execution_name=None, execution=None, entries=[],
-                                         timeline=None, error="no execution recorded for this attempt"))
-        views.sort(key=lambda v: v.attempt)
+                                         timeline=None, error="no execution recorded or found for this attempt"))
+        views.sort(key=lambda v: (v.attempt, v.execution_name or ""))
         for view in views:
             view.logs = [line for line in logs if line.attempt in (None, view.attempt)]
             if self.job_logs is None:
-                job = next((r.job_execution for r in (view.timeline.rows if view.timeline else [])
-                            if r.job_execution), None)
                 view.logging_url = cloud_logging_url(self.settings.gcp_project, creation.id)
+                job = next((r.job_execution for r in (view.timeline.rows if view.timeline else [])
+                            if r.job_execution and r.state == "FAILED"), None)
                 if job:
                     view.logging_url_job = cloud_logging_url(self.settings.gcp_project, creation.id, job)
         return views
@@ -240,14 +171,13 @@ class ConsoleReader:
     def _logs(self, creation: Creation) -> list[LogLine]:
         if self.job_logs is None:
             return []
-        since = creation.created_at.timestamp() - 5
-        return self.job_logs.lines(creation.id, since=since)
+        return self.job_logs.lines(creation.id, since=creation.created_at.timestamp() - 5)
 
     def creation_view(self, creation_id: str) -> CreationView | None:
-        creation = self.store.get_creation(creation_id)
-        if creation is None:
+        if self.store.get_creation(creation_id) is None:
             return None
-        ledger = [e for e in self.store.ledger(creation.uid) if e.creation_id == creation.id]
+        trace = self.operator.trace(creation_id)
+        creation = trace.creation
         media_url = thumb_url = None
         if creation.media:
             media_url, thumb_url = creation.media.get("url"), creation.media.get("thumbnailUrl")
@@ -259,14 +189,14 @@ class ConsoleReader:
                         thumb_url = self.storage.url(creation.media["thumbnailKey"])
                 except Exception:  # noqa: BLE001 - the stored URLs are still worth showing
                     pass
-        return CreationView(creation, self.attempts(creation), ledger, self.store.balance(creation.uid),
+        return CreationView(creation, self.attempts(trace), trace.ledger, self.store.balance(creation.uid),
                             media_url, thumb_url)
 
     # --- users ------------------------------------------------------------------------------
 
     def user(self, uid: str) -> dict[str, Any]:
         ledger = self.store.ledger(uid)
-        findings = [f for f in self.store.audit() if f.uid == uid]
+        findings = [f for f in self.operator.audit().findings if f.uid == uid]
         creations, _ = self.store.search_creations(uid=uid, limit=20)
         totals = {"grant": 0, "debit": 0, "refund": 0}
         for e in ledger:
@@ -305,16 +235,17 @@ class ConsoleReader:
         started = time.monotonic()
         for c in windows["last day"]["newest"]:
             try:
-                execution = self.execution(c.execution_ids[-1])
-                entries = self.step_entries(c.execution_ids[-1])
-            except Exception:  # noqa: BLE001 - an unreadable execution is left out of the times
+                last = self.operator.trace(c.id, find_unrecorded=False).executions[-1]
+            except Exception:  # noqa: BLE001 - deleted meanwhile: left out of the times
+                continue
+            if last.execution is None:  # unreadable: left out of the times
                 continue
             timed += 1
-            for step, values in tl.build(entries, execution).step_durations().items():
+            for step, values in tl.build(last.entries, last.execution).step_durations().items():
                 durations.setdefault(step, []).extend(values)
         steps = [{"step": step, "runs": len(values), "p50": tl.percentile(values, 50),
                   "p95": tl.percentile(values, 95)} for step, values in durations.items()]
-        findings = self.store.audit()
+        findings = self.operator.audit().findings
         return {"windows": windows, "steps": steps, "timed": timed, "findings": findings,
                 "timing_ms": (time.monotonic() - started) * 1000}
 
