@@ -17,7 +17,7 @@ from creations.model import Status
 
 from . import csrf
 from .actions import Actions
-from .reader import ConsoleReader, Filter, parse_filter
+from .reader import PAGE_SIZE, ConsoleReader, parse_filter
 
 HERE = Path(__file__).resolve().parent
 
@@ -99,12 +99,15 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
             f = parse_filter(params)
         except ValueError as exc:
             return problem(request, str(exc))
+        size = _int(params.get("size")) if params.get("size") else PAGE_SIZE
+        if size is None or not 1 <= size <= 500:
+            return problem(request, f"size must be between 1 and 500, not {params.get('size')!r}")
         try:
-            listing = reader.search(f, page_token=params.get("page") or None)
+            listing = reader.search(f, page_token=params.get("page") or None, page_size=size)
         except CreationsError as exc:  # an unknown error code, a page token not ours, an empty range
             return problem(request, exc.message)
         return render(request, "creations.html", page="creations", f=f, listing=listing,
-                      page_token=params.get("page") or "")
+                      page_token=params.get("page") or "", size=size if size != PAGE_SIZE else None)
 
     @app.get("/creations/{creation_id}", response_class=HTMLResponse)
     def creation(request: Request, creation_id: str):
