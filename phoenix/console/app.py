@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -74,9 +75,14 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
         return render(request, "problem.html", status_code=status_code, message=message)
 
     async def form_of(request: Request) -> dict[str, str]:
-        form = await request.form()
+        """The posted form (the pages post application/x-www-form-urlencoded), CSRF-checked."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip()
+        body = await request.body()
+        if kind != "application/x-www-form-urlencoded" or len(body) > 64 * 1024:
+            raise csrf.CsrfRejected("post the console's own forms (application/x-www-form-urlencoded)")
+        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         csrf.check(request, form.get(csrf.FIELD))
-        return {k: str(v) for k, v in form.items()}
+        return form
 
     @app.exception_handler(csrf.CsrfRejected)
     async def csrf_rejected(request: Request, exc: csrf.CsrfRejected):
