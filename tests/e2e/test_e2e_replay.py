@@ -7,8 +7,8 @@ import uuid
 import pytest
 from e2e_pipeline import Pipeline, backoff_delays, creation_record, declared_retry, job_runs, retries
 
+from creations.attempts import replay
 from creations.triggers import trigger_from_settings
-from creations.replay import prepare_replay
 
 pytestmark = pytest.mark.slow
 
@@ -40,14 +40,16 @@ def test_a_replay_after_an_upload_outage_reuses_the_generation_and_charges_once(
     assert generated is not None and generated.attempt == 1
     staged = staging_keys(pipeline, creation_id)
 
-    # An operator replays it: the next attempt, started by the API's own trigger.
-    replayed = prepare_replay(pipeline.store, creation_id, expected_attempt=1)
-    assert replayed.attempt == 2
+    # An operator replays it: the next attempt, through the domain's one money path and the
+    # API's own trigger.
     trigger = trigger_from_settings(pipeline.settings)
     try:
-        name = trigger.start(replayed)
+        replayed = replay(pipeline.store, trigger, creation_id, actor="e2e", expected_attempt=1)
     finally:
         trigger.close()
+    assert replayed.creation.attempt == 2 and not replayed.forced
+    name = replayed.execution
+    assert replayed.creation.execution_ids[-1] == name
     second = pipeline.finish(user, creation_id, name)
 
     assert second.state == "SUCCEEDED", second.execution.get("error")

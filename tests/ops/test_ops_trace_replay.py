@@ -63,9 +63,9 @@ def test_trace_json_holds_the_creation_and_every_step_entry(ops, ops_stack, draf
     assert execution["stepEntries"] == ops_stack.engine.step_entries(execution["execution"]["name"])
 
 
-def test_trace_of_an_unknown_creation_exits_1(ops):
+def test_trace_of_an_unknown_creation_exits_2(ops):
     run = ops("trace", "no-such-creation")
-    assert run.code == 1
+    assert run.code == 2  # an unknown id is a bad argument
     assert run.out == ""
     assert "no creation no-such-creation" in run.err
 
