@@ -8,7 +8,9 @@
     API (FastAPI on uvicorn)    → trigger "local": the Executions REST API of the engine
 
 Everything keeps its state under the data dir: the store and the engine in SQLite files, the
-media saved on stop and restored on start.
+media written through to DATA_DIR/s3 by the S3 stand-in (its own process group, so Ctrl-C does
+not stop it first), the step jobs' logs in DATA_DIR/jobs under names never reused. Neither Ctrl-C
+nor a crash of the stack loses a draft's media or a job's log.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from creations.settings import Settings
 from creations.storage import MediaStorage
 from creations.store import open_store
 from devstack import media_snapshot
+from devstack.faults import Fault, Faults, unreachable_settings
 from devstack.firestore_rest import DOCUMENTS_GET, StoreDocuments
 from devstack.jobs import JOBS_RUN, JobsRunner, Mode
 from localcloud.genserver import GenServer
@@ -51,6 +54,8 @@ class StackConfig:
     max_concurrent: int = 50
     clock: Clock | None = None       # tests pass a VirtualClock: backoffs cost no wall time
     extra_settings: dict[str, Any] = field(default_factory=dict)
+    faults: list[str] = field(default_factory=list)   # fault switches, JOB:KIND[:TIMES][@MARKER]
+    inprocess_log: Path | None = None                  # in-process jobs' JSON logs (default: stdout)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -60,6 +65,8 @@ class StackConfig:
             raise ValueError(f"jobs mode must be 'process' or 'inprocess', not {self.jobs_mode!r}")
         if self.max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
+        for spec in self.faults:
+            Fault.parse(spec)     # a bad switch stops the stack before it starts
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -81,6 +88,8 @@ class LocalStack:
         self.store = None
         self.storage: MediaStorage | None = None
         self.engine: Engine | None = None
+        self.jobs: JobsRunner | None = None
+        self.faults: Faults | None = None
         self._stops: list[Any] = []
         self._api_server = None
         self.urls: dict[str, str] = {}
@@ -101,7 +110,7 @@ class LocalStack:
         return 0 if self.config.port == 0 else self.config.port + offset
 
     def _start(self, cfg: StackConfig) -> None:
-        s3 = S3Server(cfg.host, self._port(3), own_process=True).start()
+        s3 = S3Server(cfg.host, self._port(3), own_process=True, data_dir=cfg.data_dir / "s3").start()
         self._stops.append(s3.stop)
         gen = GenServer(cfg.host, self._port(2), instant=cfg.instant_generation).start()
         self._stops.append(gen.stop)
@@ -141,20 +150,37 @@ class LocalStack:
         self._stops.append(self.store.close)
         self.storage = MediaStorage.from_settings(settings)
         self.storage.ensure_bucket()
-        media_dir = cfg.data_dir / "media"
-        media_snapshot.restore(self.storage.client, BUCKET, media_dir)
-        self._stops.append(lambda: media_snapshot.save(self.storage.client, BUCKET, media_dir))
+        media_snapshot.import_legacy(self.storage.client, BUCKET, cfg.data_dir / "media")
 
-        services = None
+        services = services_with = None
         if cfg.jobs_mode == "inprocess":
+            from creations.joblog import JobLog
             from creations.pipeline import StepServices
 
-            services = StepServices(settings, store=self.store, storage=self.storage)
+            log = None
+            if cfg.inprocess_log is not None:
+                stream = open(cfg.inprocess_log, "a", encoding="utf-8")
+                self._stops.append(stream.close)
+                log = JobLog(stream)
+            services = StepServices(settings, store=self.store, storage=self.storage, log=log)
             self._stops.append(services.close)
+
+            def services_with(overrides: dict[str, Any]) -> StepServices:
+                # Only what the overrides touch is built anew; the rest is the stack's own.
+                changed = settings.model_copy(update=overrides)
+                return StepServices(changed, log=log,
+                                    store=None if "sqlite_path" in overrides else self.store,
+                                    storage=None if "s3_endpoint_url" in overrides else self.storage)
+        self.faults = Faults(self._prompt_of, unreachable_settings(cfg.data_dir))
+        for spec in cfg.faults:
+            self.faults.add(Fault.parse(spec))
         env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         jobs = JobsRunner(job_prefix=JOB_PREFIX, mode=cfg.jobs_mode, env=env, services=services,
-                          cwd=ROOT, log_dir=cfg.data_dir / "jobs")
+                          cwd=ROOT, log_dir=cfg.data_dir / "jobs", faults=self.faults,
+                          services_with=services_with)
+        self.jobs = jobs
+        self._stops.append(jobs.close)
         engine.connectors.bind(JOBS_RUN, jobs)
         engine.connectors.bind(DOCUMENTS_GET, StoreDocuments(self.store).get)
         engine.deploy(WORKFLOW_ID, WORKFLOW_FILE, env={"JOB_PREFIX": JOB_PREFIX, "JOBS_LOCATION": REGION})
@@ -166,6 +192,10 @@ class LocalStack:
             "generation": gen.url,
             "s3": s3.endpoint_url,
         }
+
+    def _prompt_of(self, creation_id: str) -> str | None:
+        creation = self.store.get_creation(creation_id)
+        return creation.prompt if creation is not None else None
 
     def _start_api(self, settings: Settings, sock: socket.socket) -> None:
         import uvicorn
