@@ -9,7 +9,7 @@ import pytest
 
 from creations.model import Status
 from tests.console.conftest import OPERATOR
-from tests.ops.ops_stack import OpsStack, marker
+from tests.support.stack import Stack, marker
 
 pytestmark = pytest.mark.xdist_group("console")
 
@@ -20,16 +20,16 @@ def csrf_of(client, url: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
 
 
-def fail_upload(stack: OpsStack, user, prompt: str) -> str:
+def fail_upload(stack: Stack, user, prompt: str) -> str:
     tag = marker()
     with stack.upload_outage(tag):
         creation_id = stack.submit(user, f"{prompt} {tag}")
-        assert stack.finish(creation_id)["state"] == "FAILED"
+        assert stack.finish(creation_id).state == "FAILED"
     assert stack.creation(creation_id).error.code == "STORAGE_ERROR"
     return creation_id
 
 
-def blocked(stack: OpsStack, user) -> str:
+def blocked(stack: Stack, user) -> str:
     creation_id = stack.submit(user, f"a #blocked scene {marker()}")
     stack.finish(creation_id)
     assert stack.creation(creation_id).error.code == "CONTENT_POLICY"

@@ -10,7 +10,7 @@ import pytest
 from creations.model import Status
 from creations.store.sqlite import SqliteStore
 from phoenix.console.cli import Console
-from tests.ops.ops_stack import OpsStack, User, marker
+from tests.support.stack import Stack, User, marker
 
 pytestmark = pytest.mark.xdist_group("console")
 
@@ -24,7 +24,7 @@ def count_of(html: str, status: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def three(stack: OpsStack) -> tuple[User, dict[str, str]]:
+def three(stack: Stack) -> tuple[User, dict[str, str]]:
     """One user's image that became a draft, a #blocked one and a #down one (both failed)."""
     user = stack.new_user(10)
     tag = marker()
