@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
@@ -75,11 +76,47 @@ def _storage(settings):
         return None
 
 
-def serve(console: Console, port: int, *, sock=None):
+def serve(console: Console, port: int):
     """A uvicorn server for the console on 127.0.0.1:port (not started)."""
     import uvicorn
 
     return uvicorn.Server(uvicorn.Config(console.app, host=HOST, port=port, log_level="warning", lifespan="off"))
+
+
+def start_in_thread(console: Console, port: int, *, timeout: float = 20.0) -> tuple[str, Callable[[], None]]:
+    """Serve the console on 127.0.0.1:port (0: a free port) in a daemon thread, as `phoenix dev`
+    does; returns (its URL, stop). Raises RuntimeError when the port cannot be had."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((HOST, port))
+    except OSError as exc:
+        sock.close()
+        raise RuntimeError(f"cannot listen on {HOST}:{port} ({exc.strerror})") from exc
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(console.app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="console", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise RuntimeError("the console did not start")
+        time.sleep(0.02)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        console.close()
+
+    return f"http://{HOST}:{sock.getsockname()[1]}", stop
 
 
 def main(argv: list[str] | None = None) -> int:
