@@ -7,7 +7,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["expressions_bench.py", "workflows_bench.py", "store_bench.py", "media_bench.py",
-         "steps_bench.py", "api_bench.py", "pipeline_bench.py"]
+         "steps_bench.py", "api_bench.py", "pipeline_bench.py", "console_bench.py"]
 
 
 def main() -> int:
