@@ -142,5 +142,20 @@ class Store(abc.ABC):
         Returns (items, next_page_token); `limit` 1..1000; a page token this store did not
         return: InvalidOptions."""
 
+    def count_creations(self, *, uid: str | None = None, created_from=None,
+                        created_before=None) -> dict[str, int]:
+        """How many creations there are per status (any user, or `uid`), created in
+        [created_from, created_before): for operators' counts. This default pages through
+        search_creations; the adapters count in the database."""
+        counts: dict[str, int] = {s.value: 0 for s in Status}
+        token = None
+        while True:
+            page, token = self.search_creations(uid=uid, created_from=created_from, created_before=created_before,
+                                                limit=1000, page_token=token)
+            for creation in page:
+                counts[creation.status.value] += 1
+            if token is None:
+                return counts
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -410,6 +410,15 @@ class FirestoreStore(Store):
         token = encode_page_token(items[-1].created_at, items[-1].id) if len(snaps) > limit else None
         return items, token
 
+    def count_creations(self, *, uid=None, created_from=None, created_before=None):
+        """One COUNT aggregation per status (billed per 1,000 index entries counted, not per document)."""
+        counts = {}
+        for status in Status:
+            query = self.search_query([status.value], uid, created_from, created_before)
+            result = self._call(lambda q=query: q.count(alias="n").get())
+            counts[status.value] = int(result[0][0].value) if result and result[0] else 0
+        return counts
+
     # --- the queries (production needs a composite index for each: see firestore.indexes.json) --
 
     def active_query(self, uid: str):

@@ -130,11 +130,21 @@ class ConsoleReader:
             codes=(f.code,) if f.code else (), created_from=f.since, created_before=f.until)
 
     def search(self, f: Filter, *, page_token: str | None = None, page_size: int = PAGE_SIZE) -> Listing:
-        page = self.operator.find(self.operator_filter(f), limit=page_size, page_token=page_token)
-        counted = self.operator.count_by_status(self.operator_filter(f, with_status=False))
-        counts = {s.value: counted.counts.get(s.value, 0) for s in Status}
-        return Listing(page.items, page.next_page_token, counts, not counted.complete,
+        flt = self.operator_filter(f)
+        page = self.operator.find(flt, limit=page_size, page_token=page_token)
+        counts, complete = self.counts(f, flt)
+        return Listing(page.items, page.next_page_token, counts, not complete,
                        counts["pending"] + counts["processing"])
+
+    def counts(self, f: Filter, flt: CreationFilter) -> tuple[dict[str, int], bool]:
+        """Creations per status under the filter (its status aside, so every tab keeps its count):
+        counted by the store when it can query the whole filter, else by the operator layer's scan."""
+        if not (flt.types or flt.codes or flt.ids or flt.execution):
+            found = self.store.count_creations(uid=flt.uid, created_from=flt.created_from,
+                                               created_before=flt.created_before)
+            return {s.value: int(found.get(s.value, 0)) for s in Status}, True
+        counted = self.operator.count_by_status(self.operator_filter(f, with_status=False))
+        return {s.value: counted.counts.get(s.value, 0) for s in Status}, counted.complete
 
     # --- one creation -----------------------------------------------------------------------
 
@@ -211,24 +221,24 @@ class ConsoleReader:
         now = self.clock()
         windows = {}
         for label, span in (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1))):
-            counts = {s.value: 0 for s in Status}
+            counts = self.store.count_creations(created_from=now - span)
             codes: dict[str, int] = {}
-            newest: list[Creation] = []
             token, scanned = None, 0
-            while True:
-                page, token = self.store.search_creations(created_from=now - span, limit=1000, page_token=token)
+            while True:  # the failures of the window, for their error codes
+                page, token = self.store.search_creations(statuses=[Status.FAILED], created_from=now - span,
+                                                          limit=1000, page_token=token)
                 for c in page:
-                    counts[c.status.value] += 1
-                    if c.error:
-                        codes[c.error.code] = codes.get(c.error.code, 0) + 1
-                    if c.execution_ids and len(newest) < OVERVIEW_EXECUTIONS and c.status.terminal:
-                        newest.append(c)
+                    code = c.error.code if c.error else "-"
+                    codes[code] = codes.get(code, 0) + 1
                 scanned += len(page)
                 if token is None or scanned >= SCAN_LIMIT:
                     break
             windows[label] = {"counts": counts, "total": sum(counts.values()),
                               "codes": sorted(codes.items(), key=lambda kv: (-kv[1], kv[0]))[:10],
-                              "capped": token is not None, "newest": newest}
+                              "capped": token is not None}
+        newest, _ = self.store.search_creations(statuses=[Status.DRAFT, Status.FAILED], created_from=now - timedelta(days=1),
+                                                limit=OVERVIEW_EXECUTIONS)
+        windows["last day"]["newest"] = [c for c in newest if c.execution_ids]
         # Step times of the last day's newest finished executions.
         durations: dict[str, list[float]] = {}
         timed = 0
