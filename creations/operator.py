@@ -387,9 +387,11 @@ class Operator:
         creation = self.get(creation_id)
         names = list(creation.execution_ids)
         recorded = set(names)
+        if find_unrecorded or names:
+            reader = self.reader  # built here, outside the guards: missing credentials are an error
         if find_unrecorded:
             try:
-                listed = self.reader.get_json(f"{self.workflow}/executions", {
+                listed = reader.get_json(f"{self.workflow}/executions", {
                     "filter": f'labels.creation-id="{creation.id}"', "pageSize": "100"}).get("executions") or []
             except Exception:  # noqa: BLE001 - the recorded ones are still worth showing
                 listed = []
@@ -401,13 +403,14 @@ class Operator:
         return Trace(creation, executions, ledger)
 
     def _execution_trace(self, name: str, recorded: bool) -> ExecutionTrace:
+        reader = self.reader
         try:
-            execution = self.reader.get_json(name)
+            execution = reader.get_json(name)
             entries: list[dict] = []
             token = None
             while True:
                 params = {"pageSize": "1000", **({"pageToken": token} if token else {})}
-                page = self.reader.get_json(f"{name}/stepEntries", params)
+                page = reader.get_json(f"{name}/stepEntries", params)
                 entries += page.get("stepEntries", [])
                 token = page.get("nextPageToken")
                 if not token:

@@ -77,6 +77,13 @@ def _grant(uid: str, amount: int, data_dir: Path) -> int:
     return 0
 
 
+def ops_command(data_dir: Path, engine_url: str) -> str:
+    """The exact `phoenix ops` invocation that reaches a stack (its store and its engine)."""
+    import shlex
+
+    return f"phoenix ops --data-dir {shlex.quote(str(Path(data_dir).resolve()))} --engine-url {engine_url}"
+
+
 def _serve(args) -> int:
     from devstack.stack import LocalStack, StackConfig
 
@@ -106,6 +113,7 @@ def _serve(args) -> int:
         stop_console = _start_console(stack, 0 if args.port == 0 else DEFAULT_CONSOLE_PORT)
         print("try:  TOKEN=$(phoenix dev token alice); phoenix dev grant alice 20 --data-dir", config.data_dir)
         print(f"      curl -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/me")
+        print(f"ops:  {ops_command(config.data_dir, stack.urls['executions'])} list")
         sys.stdout.flush()
         stop.wait()
     finally:

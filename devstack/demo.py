@@ -38,21 +38,48 @@ SUBMISSIONS = [
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="phoenix demo", description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", type=Path, default=Path(".data/demo"),
-                   help="wiped and reused by each run (default .data/demo)")
+                   help="a dir the demo creates, then wipes and reuses on each run; an existing "
+                        "non-empty dir it did not create is refused (default .data/demo)")
     p.add_argument("--in-process", action="store_true", help="run step jobs in-process instead of as subprocesses")
     args = p.parse_args(argv)
 
     from devstack.stack import LocalStack, StackConfig
 
     data_dir = args.data_dir
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
+    try:
+        claim_data_dir(data_dir)
+    except DataDirRefused as exc:
+        print(f"phoenix demo: {exc}", file=sys.stderr)
+        return 2
     config = StackConfig(data_dir=data_dir, port=0, jobs_mode="inprocess" if args.in_process else "process")
     say(f"starting the local stack (jobs: {config.jobs_mode}, data: {data_dir})")
     with LocalStack(config) as stack:
         for name, url in stack.urls.items():
             say(f"  {name:<11} {url}")
         return run_demo(stack, data_dir)
+
+
+# Written into every data dir the demo creates: only a dir holding it is ever wiped.
+OWNER_MARK = ".phoenix-demo"
+
+
+class DataDirRefused(Exception):
+    """The data dir holds something the demo did not put there."""
+
+
+def claim_data_dir(data_dir: Path) -> None:
+    """An empty data dir for this run, marked as the demo's. A dir the demo made before (it holds
+    the mark) is wiped; a missing or empty one is used; anything else is refused, untouched."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataDirRefused(f"{data_dir} is a file, not a directory; pick another --data-dir")
+    if data_dir.is_dir() and any(data_dir.iterdir()):
+        if not (data_dir / OWNER_MARK).is_file():
+            raise DataDirRefused(
+                f"{data_dir} is not empty and was not created by phoenix demo; it is left untouched. "
+                "Pick another --data-dir (a new or empty one), or remove it yourself")
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / OWNER_MARK).write_text("made by phoenix demo: wiped by its next run\n")
 
 
 def say(text: str = "") -> None:
