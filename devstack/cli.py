@@ -1,6 +1,7 @@
 """`phoenix dev`: run the local stack, and the two chores around it.
 
     phoenix dev [--port 8080] [--data-dir .data] [--in-process] [--instant]
+                [--fault JOB:KIND[:TIMES][@MARKER] ...] [--clock real|virtual]
     phoenix dev token UID                 a bearer token the local API accepts
     phoenix dev grant UID N [--data-dir]  add N tokens to UID (a ledger grant, audited like any other)
 """
@@ -41,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where state persists (default .data)")
     p.add_argument("--in-process", action="store_true", help="run step jobs in-process instead of as subprocesses")
     p.add_argument("--instant", action="store_true", help="generation answers at once with tiny media")
+    p.add_argument("--fault", action="append", default=[], metavar="JOB:KIND[:TIMES][@MARKER]",
+                   help="make the JOB jobs (upload, generate, *) of creations whose prompt holds MARKER misbehave: "
+                        "fail, crash_after, twice, storage_down, store_down or generation_down; TIMES runs per "
+                        "creation (default: every run). Repeatable. See devstack/faults.py")
+    p.add_argument("--clock", choices=("real", "virtual"), default="real",
+                   help="virtual: the workflow's waits (retry backoffs, polling) take no wall time")
     sub = p.add_subparsers(dest="command")
     t = sub.add_parser("token", help="print a bearer token the local API accepts")
     t.add_argument("uid", type=_uid)
@@ -88,9 +95,12 @@ def _serve(args) -> int:
     from devstack.stack import LocalStack, StackConfig
 
     try:
+        from localcloud.workflows import VirtualClock
+
         config = StackConfig(data_dir=args.data_dir, port=args.port,
                              jobs_mode="inprocess" if args.in_process else "process",
-                             instant_generation=args.instant)
+                             instant_generation=args.instant, faults=list(args.fault),
+                             clock=VirtualClock() if args.clock == "virtual" else None)
     except ValueError as exc:
         print(f"phoenix dev: {exc}", file=sys.stderr)
         return 2
@@ -110,6 +120,10 @@ def _serve(args) -> int:
             print(f"  {name:<11} {url}")
         print(f"  data dir    {config.data_dir.resolve()}")
         print(f"  jobs        {config.jobs_mode}")
+        if config.clock is not None:
+            print("  clock       virtual: waits take no wall time")
+        for spec in config.faults:
+            print(f"  fault       {spec}")
         stop_console = _start_console(stack, 0 if args.port == 0 else DEFAULT_CONSOLE_PORT)
         print("try:  TOKEN=$(phoenix dev token alice); phoenix dev grant alice 20 --data-dir", config.data_dir)
         print(f"      curl -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/me")

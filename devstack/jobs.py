@@ -134,7 +134,7 @@ class JobsRunner:
             with self._lock:
                 if execution in self._used_ids:
                     continue
-                if self.log_dir is not None:
+                if self.log_dir is not None and self.mode == "process":
                     self.log_dir.mkdir(parents=True, exist_ok=True)
                     try:   # claimed by creating its log; a name taken before a restart is skipped
                         (self.log_dir / f"{execution}.log").open("xb").close()

@@ -48,8 +48,8 @@ class DiskMirror:
 
     def _object_path(self, bucket: str, key: str) -> Path | None:
         parts = Path(key).parts
-        if not key or ".." in parts or key.startswith("/") or bucket in _RESERVED:
-            return None          # never written outside the directory
+        if not key or ".." in parts or key.startswith("/") or key.endswith("/") or bucket in _RESERVED:
+            return None          # never written outside the directory; "folder" markers are not files
         return self.root / bucket / key
 
     def _meta_path(self, bucket: str, key: str) -> Path:
