@@ -1,4 +1,4 @@
-"""`phoenix console [--port 8090] [--data-dir .data]`: the operator console on 127.0.0.1.
+"""`phoenix console [--port 8090] [--data-dir DIR] [--engine-url URL]`: the operator console on 127.0.0.1.
 
 It reads what the PHOENIX_* settings point at (the local engine and store, or the Executions API
 and Firestore with application-default credentials) and acts through the operator layer, as the
@@ -19,7 +19,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="phoenix console", description="The operator console, on 127.0.0.1.")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
     p.add_argument("--data-dir", type=Path, default=None,
-                   help="local stack: the data dir whose job logs to show (default: the SQLite store's directory)")
+                   help="a local stack's data dir (phoenix dev --data-dir): its store DIR/phoenix.sqlite3 and its job logs")
+    p.add_argument("--engine-url", default=None,
+                   help="the local engine's Executions API (PHOENIX_LOCAL_ENGINE_URL; phoenix dev: --port + 1)")
     return p
 
 
@@ -129,8 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from creations.settings import Settings
 
+    overrides: dict = {}
+    if args.data_dir is not None:
+        overrides["sqlite_path"] = args.data_dir / "phoenix.sqlite3"
+    if args.engine_url is not None:
+        overrides["local_engine_url"] = args.engine_url
     try:
-        settings = Settings()
+        settings = Settings(**overrides)
     except Exception as exc:  # noqa: BLE001 - pydantic names the variable
         print(f"phoenix console: invalid configuration: {exc}", file=sys.stderr)
         return 2

@@ -69,8 +69,9 @@ def test_phoenix_console_serves_on_loopback_only(tmp_path):
     SqliteStore(tmp_path / "phoenix.sqlite3").close()
     with socket_port() as port:
         pass
-    proc = subprocess.Popen([sys.executable, "-m", "phoenix.cli", "console", "--port", str(port)],
-                            env=env_for(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    env = {k: v for k, v in env_for(tmp_path).items() if k != "PHOENIX_SQLITE_PATH"}
+    proc = subprocess.Popen([sys.executable, "-m", "phoenix.cli", "console", "--port", str(port),
+                             "--data-dir", str(tmp_path)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         line = wait_for_line(proc, "phoenix console on")
