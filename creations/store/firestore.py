@@ -410,11 +410,17 @@ class FirestoreStore(Store):
         token = encode_page_token(items[-1].created_at, items[-1].id) if len(snaps) > limit else None
         return items, token
 
-    def count_creations(self, *, uid=None, created_from=None, created_before=None):
+    def count_creations(self, *, uid=None, created_from=None, created_before=None, types=None, codes=None):
         """One COUNT aggregation per status (billed per 1,000 index entries counted, not per document)."""
+        if types == [] or codes == []:
+            return {s.value: 0 for s in Status}
         counts = {}
         for status in Status:
             query = self.search_query([status.value], uid, created_from, created_before)
+            if types is not None:
+                query = query.where(filter=FieldFilter("type", "in", list(types)))
+            if codes is not None:
+                query = query.where(filter=FieldFilter("error.code", "in", list(codes)))
             result = self._call(lambda q=query: q.count(alias="n").get())
             counts[status.value] = int(result[0][0].value) if result and result[0] else 0
         return counts

@@ -434,8 +434,14 @@ class SqliteStore(Store):
         token = encode_page_token(items[-1].created_at, items[-1].id) if len(rows) > limit else None
         return items, token
 
-    def count_creations(self, *, uid=None, created_from=None, created_before=None):
+    def count_creations(self, *, uid=None, created_from=None, created_before=None, types=None, codes=None):
         where, params = [], []
+        for path, values in (("$.type", types), ("$.error.code", codes)):
+            if values is not None:
+                if not values:
+                    return {s.value: 0 for s in Status}
+                where.append(f"json_extract(doc, '{path}') IN ({', '.join('?' * len(values))})")
+                params += list(values)
         if uid is not None:
             where.append("uid = ?")
             params.append(uid)

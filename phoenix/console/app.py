@@ -142,8 +142,8 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
         uid = request.query_params.get("uid", "").strip()
         if uid:
             return RedirectResponse(f"/users/{uid}", 303)
-        findings = reader.operator.audit().findings
-        return render(request, "users.html", page="users", findings=findings)
+        findings, audited_at = reader.audit()
+        return render(request, "users.html", page="users", findings=findings, audited_at=audited_at)
 
     @app.get("/users/{uid}", response_class=HTMLResponse)
     def user(request: Request, uid: str):

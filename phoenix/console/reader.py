@@ -4,8 +4,9 @@ media URLs. Read-only: every change goes through the operator layer (creations.o
 from __future__ import annotations
 
 import json
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from .joblogs import LocalJobLogs, LogLine, cloud_logging_url
 PAGE_SIZE = 50
 SCAN_LIMIT = 100_000        # creations the overview reads at most per window
 OVERVIEW_EXECUTIONS = 100   # the newest executions whose step entries the overview times
+AUDIT_TTL = 10.0            # seconds a whole-store audit is shown before it is run again
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class ConsoleReader:
         self.job_logs = job_logs
         self.storage = storage
         self.clock = clock
+        self._audit: tuple[float, list, datetime] | None = None
+        self._audit_lock = threading.Lock()
 
     @property
     def executions(self):
@@ -139,9 +143,15 @@ class ConsoleReader:
     def counts(self, f: Filter, flt: CreationFilter) -> tuple[dict[str, int], bool]:
         """Creations per status under the filter (its status aside, so every tab keeps its count):
         counted by the store when it can query the whole filter, else by the operator layer's scan."""
-        if not (flt.types or flt.codes or flt.ids or flt.execution):
-            found = self.store.count_creations(uid=flt.uid, created_from=flt.created_from,
-                                               created_before=flt.created_before)
+        if flt.ids:
+            counts = {s.value: 0 for s in Status}
+            for creation in self.operator.find(replace(flt, statuses=()), limit=len(flt.ids)).items:
+                counts[creation.status.value] += 1
+            return counts, True
+        if not flt.execution:
+            found = self.store.count_creations(
+                uid=flt.uid, created_from=flt.created_from, created_before=flt.created_before,
+                types=[t.value for t in flt.types] or None, codes=list(flt.codes) or None)
             return {s.value: int(found.get(s.value, 0)) for s in Status}, True
         counted = self.operator.count_by_status(self.operator_filter(f, with_status=False))
         return {s.value: counted.counts.get(s.value, 0) for s in Status}, counted.complete
@@ -206,14 +216,36 @@ class ConsoleReader:
 
     def user(self, uid: str) -> dict[str, Any]:
         ledger = self.store.ledger(uid)
-        findings = [f for f in self.operator.audit().findings if f.uid == uid]
         creations, _ = self.store.search_creations(uid=uid, limit=20)
         totals = {"grant": 0, "debit": 0, "refund": 0}
         for e in ledger:
             totals[e.kind.value] += e.amount
-        return {"uid": uid, "balance": self.store.balance(uid), "ledger": ledger, "findings": findings,
+        balance = self.store.balance(uid)
+        return {"uid": uid, "balance": balance, "ledger": ledger, "findings": self.user_audit(uid, balance, ledger),
                 "creations": creations, "totals": totals,
                 "expected": totals["grant"] - totals["debit"] + totals["refund"]}
+
+    def user_audit(self, uid: str, balance: int, ledger: list[LedgerEntry]) -> list:
+        """The store's audit rules (creations.store.audit) over this one user's balance, ledger and
+        creations' charge maps: what the whole-store audit would find about them."""
+        from creations.store.audit import ChargeRecord, find_discrepancies
+
+        charges, token = [], None
+        while True:
+            page, token = self.store.search_creations(uid=uid, limit=1000, page_token=token)
+            charges += [ChargeRecord(c.id, c.uid, c.charge.get("debited", {}), c.charge.get("refunded", {}))
+                        for c in page]
+            if token is None:
+                break
+        return find_discrepancies({uid: balance}, ledger, charges)
+
+    def audit(self) -> tuple[list, datetime]:
+        """The whole store's audit (the operator layer's), and when it ran: reused for AUDIT_TTL
+        seconds, since it reads every balance, ledger entry and creation."""
+        with self._audit_lock:
+            if self._audit is None or time.monotonic() - self._audit[0] > AUDIT_TTL:
+                self._audit = (time.monotonic(), self.operator.audit().findings, self.clock())
+            return self._audit[1], self._audit[2]
 
     # --- overview ---------------------------------------------------------------------------
 
@@ -255,8 +287,8 @@ class ConsoleReader:
                 durations.setdefault(step, []).extend(values)
         steps = [{"step": step, "runs": len(values), "p50": tl.percentile(values, 50),
                   "p95": tl.percentile(values, 95)} for step, values in durations.items()]
-        findings = self.operator.audit().findings
-        return {"windows": windows, "steps": steps, "timed": timed, "findings": findings,
+        findings, audited_at = self.audit()
+        return {"audited_at": audited_at, "windows": windows, "steps": steps, "timed": timed, "findings": findings,
                 "timing_ms": (time.monotonic() - started) * 1000}
 
 

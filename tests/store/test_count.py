@@ -27,4 +27,8 @@ def test_counts_per_status_by_user_and_time(store):
     before = store.count_creations(created_before=old.created_at + timedelta(seconds=1))
     assert before == {"pending": 1, "processing": 0, "draft": 0, "failed": 0}
     assert store.count_creations(uid="nobody") == {"pending": 0, "processing": 0, "draft": 0, "failed": 0}
+    assert store.count_creations(codes=["UNKNOWN"]) == {"pending": 0, "processing": 0, "draft": 0, "failed": 1}
+    assert store.count_creations(codes=["CONTENT_POLICY"])["failed"] == 0
+    assert store.count_creations(types=["image"], uid="u1")["pending"] == 2
+    assert store.count_creations(types=["video"]) == {"pending": 0, "processing": 0, "draft": 0, "failed": 0}
     store.refund(old.id, 1, fail_with=CreationError("UNKNOWN", "m", "s", True))
