@@ -32,3 +32,25 @@ def test_counts_per_status_by_user_and_time(store):
     assert store.count_creations(types=["image"], uid="u1")["pending"] == 2
     assert store.count_creations(types=["video"]) == {"pending": 0, "processing": 0, "draft": 0, "failed": 0}
     store.refund(old.id, 1, fail_with=CreationError("UNKNOWN", "m", "s", True))
+
+
+def test_the_firestore_count_queries_have_their_composite_indexes():
+    import json
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore
+
+    from creations.store.firestore import FirestoreStore
+    from tests.store.test_indexes import INDEXES, covered, shape
+
+    store = FirestoreStore(firestore.Client(project="index-check", credentials=AnonymousCredentials()))
+    indexes = json.loads(INDEXES.read_text())["indexes"]
+    since = utcnow() - timedelta(days=1)
+    queries = {
+        "by status": store.count_query("failed"),
+        "by status, user, time": store.count_query("failed", "u", since),
+        "by status and type, time": store.count_query("failed", None, since, types=["video"]),
+        "by status and code": store.count_query("failed", codes=["CONTENT_POLICY"]),
+    }
+    missing = [name for name, q in queries.items() if not covered(*shape(q), indexes)]
+    assert missing == [], f"firestore.indexes.json lacks an index for: {missing}"
