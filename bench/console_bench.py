@@ -115,7 +115,7 @@ def main() -> int:
             print(f"seeded {n} creations in {time.monotonic() - started:.1f} s: {counts}")
             console = Console(stack.settings, store=stack.store, storage=stack.storage, data_dir=Path(tmp),
                               operator="bench")
-            http = TestClient(console.app)
+            http = TestClient(console.app, base_url="http://127.0.0.1:8090")
             page = http.get("/creations", params={"size": "50"})
             deep_token = None
             url, params = "/creations", {"size": "500"}

@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -21,6 +21,7 @@ from .actions import Actions
 from .reader import PAGE_SIZE, ConsoleReader, parse_filter
 
 HERE = Path(__file__).resolve().parent
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _age(value: datetime | None, now: datetime | None = None) -> str:
@@ -61,6 +62,16 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.state.reader = reader
     app.state.actions = actions
+
+    @app.middleware("http")
+    async def loopback_host_only(request: Request, call_next):
+        # A page elsewhere whose name is made to resolve to 127.0.0.1 (DNS rebinding) would be
+        # same-origin with the console, token and all: answer only to the loopback names.
+        host = urlsplit(f"//{request.headers.get('host', '')}").hostname or ""
+        if host not in LOOPBACK_NAMES:
+            return HTMLResponse(f"this console answers on 127.0.0.1 or localhost, not {host or 'no host'}",
+                                status_code=403)
+        return await call_next(request)
 
     def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         token = csrf.token_for(request)

@@ -56,6 +56,13 @@ def test_a_post_without_the_pages_token_or_from_another_origin_is_refused(client
     assert (after.status, after.attempt, after.actions) == (Status.FAILED, 1, [])
 
 
+def test_a_request_for_another_host_name_is_refused(client):
+    # DNS rebinding: a page at evil.example, its name made to resolve to 127.0.0.1.
+    page = client.get("/creations", headers={"Host": "evil.example:8090"})
+    assert page.status_code == 403 and "answers on 127.0.0.1 or localhost" in page.text
+    assert client.get("/creations", headers={"Host": "localhost:8090"}).status_code == 200
+
+
 def test_the_csrf_cookie_is_strict_and_http_only(client):
     response = client.get("/creations")
     cookie = response.headers["set-cookie"].lower()

@@ -192,7 +192,7 @@ def test_the_overview_banner_turns_red_when_the_books_do_not_balance(stack, tmp_
     db.execute("UPDATE users SET tokens = 7 WHERE uid = ?", (uid,))  # tokens from nowhere
     console = Console(stack.settings, store=store, data_dir=tmp_path, operator="tester")
     try:
-        http = TestClient(console.app)
+        http = TestClient(console.app, base_url="http://127.0.0.1:8090")
         html = http.get("/").text
         assert 'class="banner bad" id="audit"' in html and "The books do not balance" in html
         assert "balance 7 but the ledger gives 5" in html

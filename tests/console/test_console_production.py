@@ -69,7 +69,7 @@ def test_against_a_project_the_console_reads_firestore_and_the_executions_api(
                                  gcp_project=PROJECT, gcp_region="europe-west1", workflow_name="creation")
     console = Console(settings, store=firestore_store, operator="ops@phoenix-prod.iam.gserviceaccount.com")
     try:
-        http = TestClient(console.app)
+        http = TestClient(console.app, base_url="http://127.0.0.1:8090")
         listing = http.get("/creations", params={"status": "failed"})
         assert listing.status_code == 200
         assert re.findall(r'<tr data-id="([0-9a-f]+)">', listing.text) == [creation.id]
@@ -108,7 +108,7 @@ def test_an_execution_the_api_cannot_serve_is_named_not_hidden(fake, firestore_s
                                  gcp_project=PROJECT, gcp_region="europe-west1")
     console = Console(settings, store=firestore_store, operator="tester")
     try:
-        page = TestClient(console.app).get(f"/creations/{creation.id}").text
+        page = TestClient(console.app, base_url="http://127.0.0.1:8090").get(f"/creations/{creation.id}").text
         assert "the execution could not be read" in page and "not found" in page
     finally:
         console.close()
