@@ -52,7 +52,7 @@ class Listing:
     items: list[Creation]
     next_token: str | None
     counts: dict[str, int]       # per status, under the filter's other conditions
-    counts_capped: bool          # True when the counts stopped at SCAN_LIMIT
+    counts_capped: bool          # True when the operator layer's count stopped before the end
     running: int                 # pending + processing among the counts
 
 
@@ -306,11 +306,6 @@ def _attempt_of(execution: dict) -> int | None:
     except (ValueError, AttributeError):
         return None
     return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None
-
-
-def _describe(exc: Exception) -> str:
-    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}"
 
 
 def parse_filter(params: dict[str, str]) -> Filter:
