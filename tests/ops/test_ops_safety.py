@@ -288,12 +288,12 @@ def test_cancel_stops_the_execution_records_why_and_refunds(ops, ops_stack: OpsS
     assert again.code == 2 and "no running execution" in one_line(again.err)
 
 
-def test_the_operator_preview_names_the_steps_a_replay_skips(ops_stack: OpsStack):
+def test_the_operator_preview_names_the_steps_a_replay_skips(ops_stack: OpsStack, stack):
     from creations.operator import Operator
     from test_ops_trace_replay import fail_upload
 
-    user = ops_stack.new_user(3)
-    creation_id = fail_upload(ops_stack, user, "a windmill at noon")
+    user = stack.new_user(3)
+    creation_id = fail_upload(stack, user, "a windmill at noon")
     operator = Operator.from_settings(ops_stack.settings, ops_stack.store, storage=ops_stack.stack.storage)
     try:
         preview = operator.preview(creation_id)
