@@ -127,6 +127,8 @@ def _serve(args) -> int:
         stop_console = _start_console(stack, 0 if args.port == 0 else DEFAULT_CONSOLE_PORT)
         print("try:  TOKEN=$(phoenix dev token alice); phoenix dev grant alice 20 --data-dir", config.data_dir)
         print(f"      curl -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/me")
+        print(f"      curl -N -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/creations/events"
+              "   # live progress (docs/realtime.md)")
         print(f"ops:  {ops_command(config.data_dir, stack.urls['executions'])} list")
         sys.stdout.flush()
         stop.wait()

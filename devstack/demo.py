@@ -12,6 +12,7 @@ The `#flaky` creation takes longest: it waits out creation.yaml's real backoff f
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -111,26 +112,56 @@ def run_demo(stack, data_dir: Path) -> int:
 
 
 def watch(client: httpx.Client, ids: dict[str, str]) -> dict[str, dict]:
-    """Polls until every creation is draft or failed, printing each status change."""
+    """Follows the creations on the API's event stream (GET /v1/creations/events), printing each
+    status change, until every one is draft or failed; reconnects with Last-Event-ID if the
+    stream ends first."""
     say("\nprogress:")
     started = time.monotonic()
-    last: dict[str, str] = {}
+    labels = {cid: label for label, cid in ids.items()}
     finals: dict[str, dict] = {}
+    last_id = None
     while len(finals) < len(ids) and time.monotonic() - started < TIMEOUT_SECONDS:
-        for label, cid in ids.items():
-            if label in finals:
-                continue
-            creation = client.get(f"/v1/creations/{cid}").json()
-            if creation["status"] != last.get(label):
-                last[label] = creation["status"]
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        with client.stream("GET", "/v1/creations/events", headers=headers,
+                           timeout=httpx.Timeout(30, read=TIMEOUT_SECONDS)) as stream:
+            if stream.status_code != 200:
+                break  # 204: nothing active is left to follow
+            for event_id, event, data in sse_events(stream.iter_lines()):
+                last_id = event_id or last_id
+                creation = json.loads(data)
+                label = labels.get(creation.get("id"))
+                if event != "status" or label is None:
+                    continue
                 say(f"  {time.monotonic() - started:6.1f}s  {label:<8} {creation['status']}")
+                if creation["status"] in ("draft", "failed"):
+                    finals[label] = creation
+    for label, cid in ids.items():
+        if label not in finals:
+            creation = client.get(f"/v1/creations/{cid}").json()
             if creation["status"] in ("draft", "failed"):
                 finals[label] = creation
-        time.sleep(0.25)
-    for label in ids:
-        if label not in finals:
-            say(f"  {label}: still {last.get(label)} after {TIMEOUT_SECONDS}s")
+            else:
+                say(f"  {label}: still {creation['status']} after {TIMEOUT_SECONDS}s")
     return finals
+
+
+def sse_events(lines):
+    """(id, event, data) of each server-sent event in a stream of lines; comments are skipped."""
+    event_id, event, data = None, "message", []
+    for line in lines:
+        if not line:
+            if data:
+                yield event_id, event, "\n".join(data)
+            event, data = "message", []
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "id":
+                event_id = value
+            elif field == "event":
+                event = value
+            elif field == "data":
+                data.append(value)
 
 
 def print_results(stack, client, ids, finals, data_dir: Path) -> bool:

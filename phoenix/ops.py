@@ -27,7 +27,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from creations.errors import CreationsError, NotFound
+from creations.errors import CreationsError, InvalidOptions, NotFound
 from creations.model import Creation, CreationType, Status
 
 EXIT_OK, EXIT_NEEDS_OPERATOR, EXIT_USAGE = 0, 1, 2
@@ -77,11 +77,11 @@ def _stack_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """Where the stack is. Accepted before or after the command (`ops --data-dir D trace ID`)."""
     default = None if top else argparse.SUPPRESS
     g = parser.add_argument_group("where the stack is (override the PHOENIX_* settings)")
-    g.add_argument("--data-dir", type=Path, default=default,
+    g.add_argument("--data-dir", type=Path, default=default, metavar="DIR",
                    help="a local stack's data dir (phoenix dev --data-dir): its store is DIR/phoenix.sqlite3")
-    g.add_argument("--sqlite-path", type=Path, default=default, help="the SQLite store file (PHOENIX_SQLITE_PATH)")
+    g.add_argument("--sqlite-path", type=Path, default=default, metavar="FILE", help="the SQLite store file (PHOENIX_SQLITE_PATH)")
     g.add_argument("--store", choices=["sqlite", "firestore"], default=default, help="the store (PHOENIX_STORE)")
-    g.add_argument("--engine-url", default=default,
+    g.add_argument("--engine-url", default=default, metavar="URL",
                    help="the local engine's Executions API (PHOENIX_LOCAL_ENGINE_URL; phoenix dev: --port + 1)")
 
 
@@ -112,8 +112,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = command("list", "creations matching a filter, newest first")
     _filter_options(ls, statuses=True)
-    ls.add_argument("--limit", type=_limit, default=50, help="at most this many matches (default 50)")
-    ls.add_argument("--page-token", help="continue after the previous page (printed at its end)")
+    ls.add_argument("--limit", type=_limit, default=50, metavar="N", help="at most this many matches (default 50)")
+    ls.add_argument("--page-token", metavar="TOKEN", help="continue after the previous page (printed at its end)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     t = command("trace", "the creation, its executions and their step entries, its ledger entries")
@@ -126,26 +126,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="every failed creation worth replaying (its error retryable, not CONTENT_POLICY, "
                         "INVALID_REQUEST, INSUFFICIENT_TOKENS), narrowed by the filters")
     _filter_options(r, statuses=False)
-    r.add_argument("--limit", type=_limit, default=100,
+    r.add_argument("--limit", type=_limit, default=100, metavar="N",
                    help="with --failed: replay at most this many (counted after the filters; default 100)")
     r.add_argument("--dry-run", action="store_true", help="show what would be replayed and charged, change nothing")
     r.add_argument("--force", action="store_true",
                    help="by id only: replay a creation that failed for good (charges the user again); needs --reason")
-    r.add_argument("--reason", default="", help="why (recorded on each creation replayed)")
-    r.add_argument("--actor", default=None, help="who asks (recorded; default: the login name)")
+    r.add_argument("--reason", default="", metavar="TEXT", help="why (recorded on each creation replayed)")
+    r.add_argument("--actor", default=None, metavar="NAME", help="who asks (recorded; default: the login name)")
 
     c = command("reconcile", "fail and refund creations whose execution ended without settling them")
     c.add_argument("--older-than", type=_seconds_arg, default=900, metavar="SECONDS",
                    help="only creations pending or processing unchanged for this long (default 900)")
-    c.add_argument("--limit", type=_limit, default=100, help="at most this many, oldest first (default 100)")
+    c.add_argument("--limit", type=_limit, default=100, metavar="N", help="at most this many, oldest first (default 100)")
     c.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
 
     command("audit", "check every user's balance against the ledger")
 
     x = command("cancel", "cancel the running execution of a creation, then fail and refund it")
     x.add_argument("creation_id")
-    x.add_argument("--reason", required=True, help="why (recorded on the creation)")
-    x.add_argument("--actor", default=None, help="who asks (recorded; default: the login name)")
+    x.add_argument("--reason", required=True, metavar="TEXT", help="why (recorded on the creation)")
+    x.add_argument("--actor", default=None, metavar="NAME", help="who asks (recorded; default: the login name)")
     return p
 
 
@@ -218,7 +218,7 @@ def _run(args) -> int:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         return _fail(f"no usable Google credentials ({first}); run `gcloud auth application-default login`, "
                      "or point at a local stack with --data-dir and --engine-url", EXIT_USAGE)
-    except (BadRequest, NotFound) as exc:
+    except (BadRequest, NotFound, InvalidOptions) as exc:  # unknown ids or codes, a bad page token
         return _fail(exc.message, EXIT_USAGE)
     except CreationsError as exc:
         return _fail(exc.message, EXIT_NEEDS_OPERATOR)

@@ -304,3 +304,9 @@ def test_the_operator_preview_names_the_steps_a_replay_skips(ops_stack: OpsStack
         "debit_check": "run", "mark_processing": "run", "generate": "skip", "thumbnail": "skip",
         "upload": "run", "finalize": "run"}
     assert preview.balance == user.granted
+
+
+def test_a_page_token_that_is_not_ours_is_a_bad_argument(ops_at, books):
+    books.failed("STORAGE_ERROR", retryable=True)
+    run = ops_at("--data-dir", str(books.data_dir), "list", "--page-token", "not-a-token")
+    assert run.code == 2 and "page_token is not a token this service returned" in one_line(run.err)
