@@ -34,11 +34,11 @@ def session() -> list[tuple[str, int, list[str]]]:
     return steps
 
 
-def test_the_documented_session_runs_as_documented(ops, ops_stack: OpsStack):
+def test_the_documented_session_runs_as_documented(ops, ops_stack: OpsStack, stack):
     user = ops_stack.new_user(10)
     draft = ops_stack.submit(user, "a lighthouse for the docs")
     assert ops_stack.finish(draft)["state"] == "SUCCEEDED"
-    outage = fail_upload(ops_stack, user, "a harbour for the docs")
+    outage = fail_upload(stack, user, "a harbour for the docs")
     blocked = ops_stack.submit(user, f"a #blocked scene for the docs {marker()}")
     assert ops_stack.finish(blocked)["state"] == "FAILED"
     values = {"$DATA": str(ops_stack.stack.config.data_dir), "$ENGINE": ops_stack.stack.urls["executions"],
