@@ -16,6 +16,7 @@ takes them built, or factories to build them when first needed.
 """
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
@@ -334,7 +335,7 @@ class Operator:
         items: list[Creation] = []
         scanned = 0
         token = page_token
-        for creation, next_token in self._scan(flt, token):
+        for creation, next_token in self._scan(flt, token, first_batch=limit + 1):
             scanned += 1
             if flt.matches(creation):
                 items.append(creation)
@@ -366,14 +367,18 @@ class Operator:
                 return StatusCounts(dict(counts), scanned, False)
         return StatusCounts(dict(counts), scanned, True)
 
-    def _scan(self, flt: CreationFilter, page_token: str | None) -> Iterator[tuple[Creation, str | None]]:
+    def _scan(self, flt: CreationFilter, page_token: str | None,
+              first_batch: int = MAX_SEARCH_PAGE_SIZE) -> Iterator[tuple[Creation, str | None]]:
         """The store's creations narrowed by what the store can query (status, user, time),
-        newest first, page by page; yields (creation, the store's next page token or None)."""
+        newest first, page by page; yields (creation, the store's next page token or None).
+        Pages start at `first_batch` and grow, so a short page of a broad filter reads little."""
         token = page_token
+        batch = max(1, min(first_batch, MAX_SEARCH_PAGE_SIZE))
         while True:
             page, token = self.store.search_creations(
                 statuses=list(flt.statuses) or None, uid=flt.uid, created_from=flt.created_from,
-                created_before=flt.created_before, limit=MAX_SEARCH_PAGE_SIZE // 2, page_token=token)
+                created_before=flt.created_before, limit=batch, page_token=token)
+            batch = min(batch * 4, MAX_SEARCH_PAGE_SIZE)
             for i, creation in enumerate(page):
                 yield creation, (token if i == len(page) - 1 else "more")
             if not token:
@@ -449,12 +454,12 @@ class Operator:
         complete = True
         for creation in self.iter_matches(flt):
             scanned += 1
-            preview = replay_preview(creation, store=self.store, storage=self.storage)
+            preview = replay_preview(creation, store=None, storage=self.storage)
             if preview.worth:
                 if len(to_replay) == limit:
                     complete = False
                     break
-                to_replay.append(preview)
+                to_replay.append(dataclasses.replace(preview, balance=self.store.balance(creation.uid)))
             else:
                 not_worth.append(preview)
         return BulkPreview(to_replay, not_worth, scanned, complete)

@@ -292,7 +292,7 @@ def test_the_operator_preview_names_the_steps_a_replay_skips(ops_stack: OpsStack
     from creations.operator import Operator
     from test_ops_trace_replay import fail_upload
 
-    user = stack.new_user(3)
+    user = ops_stack.new_user(3)
     creation_id = fail_upload(stack, user, "a windmill at noon")
     operator = Operator.from_settings(ops_stack.settings, ops_stack.store, storage=ops_stack.stack.storage)
     try:

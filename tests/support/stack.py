@@ -180,11 +180,30 @@ class Stack:
 
     # --- executions ----------------------------------------------------------------------
 
-    def execution_name(self, creation_id: str) -> str:
-        """The latest execution recorded for the creation."""
+    def execution_name(self, creation_id: str, timeout: float = 30.0) -> str:
+        """The latest execution recorded for the creation; with the Cloud Tasks trigger (which
+        cannot know the name) the latest execution labelled with the creation's id and current
+        attempt, once its task has been delivered."""
         creation = self.creation(creation_id)
-        assert creation.execution_ids, f"no execution recorded for {creation_id}"
-        return creation.execution_ids[-1]
+        if creation.execution_ids:
+            return creation.execution_ids[-1]
+        assert self.settings.trigger == "tasks", f"no execution recorded for {creation_id}"
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.executions_of(creation_id, creation.attempt)
+            if found:
+                return found[-1]["name"]
+            assert time.monotonic() < deadline, \
+                f"no execution of {creation_id} attempt {creation.attempt} within {timeout:g} s"
+            time.sleep(0.02)
+
+    def executions_of(self, creation_id: str, attempt: int | None = None) -> list[dict]:
+        """The executions labelled with the creation's id (and attempt), oldest first."""
+        text = f'labels.creation-id="{creation_id}"'
+        if attempt is not None:
+            text += f' AND labels.attempt="{attempt}"'
+        found, _ = self.engine.list_executions(WORKFLOW_ID, filter=text, order_by="createTime")
+        return found
 
     def wait(self, name: str, timeout: float = EXECUTION_TIMEOUT) -> dict:
         execution = self.engine.wait(name, timeout=timeout)
