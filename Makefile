@@ -4,9 +4,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean chromium
 
-setup: $(STAMP)
+setup: $(STAMP) chromium
+
+# The console's browser test drives Debian's chromium (Playwright with executable_path): installed
+# here when missing and we may (root, apt-get); elsewhere that test says what to install.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

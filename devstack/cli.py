@@ -171,6 +171,7 @@ def _serve(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stack = LocalStack(config)
+    stop_console = None
     try:
         stack.start()
     except EmulatorNotInstalled as exc:
@@ -190,6 +191,7 @@ def _serve(args) -> int:
             print("  clock       virtual: waits take no wall time")
         for spec in config.faults:
             print(f"  fault       {spec}")
+        stop_console = _start_console(stack, 0 if args.port == 0 else DEFAULT_CONSOLE_PORT)
         print(f"try:  TOKEN=$(phoenix dev token alice --data-dir {config.data_dir}); "
               f"phoenix dev grant alice 20 --data-dir {config.data_dir}")
         print(f"      curl -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/me")
@@ -205,5 +207,28 @@ def _serve(args) -> int:
         stop.wait()
     finally:
         print("stopping...", file=sys.stderr)
+        if stop_console is not None:
+            stop_console()
         stack.stop()
     return 0
+
+
+DEFAULT_CONSOLE_PORT = 8090
+
+
+def _start_console(stack, port: int):
+    """The operator console over this stack, on 127.0.0.1; its URL is printed. A console that
+    cannot start (its port taken) is reported and the stack runs on without it."""
+    from phoenix.console.cli import Console, start_in_thread
+
+    console = None
+    try:
+        console = Console(stack.settings, store=stack.store, storage=stack.storage, data_dir=stack.config.data_dir)
+        url, stop = start_in_thread(console, port)
+    except Exception as exc:  # noqa: BLE001 - the stack is still worth running
+        if console is not None:
+            console.close()
+        print(f"  console     not started: {exc} (run `phoenix console --port N` against this stack)")
+        return None
+    print(f"  console     {url}/")
+    return stop

@@ -11,6 +11,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "dev": ("devstack.cli", "the local stack: start it, make tokens, grant tokens"),
     "demo": ("devstack.demo", "start the local stack and run the demo creations"),
     "ops": ("phoenix.ops", "operator commands: list, trace, replay, reconcile, audit, cancel"),
+    "console": ("phoenix.console.cli", "the operator console in a browser, on 127.0.0.1"),
 }
 
 

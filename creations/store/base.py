@@ -142,5 +142,25 @@ class Store(abc.ABC):
         Returns (items, next_page_token); `limit` 1..1000; a page token this store did not
         return: InvalidOptions."""
 
+    def count_creations(self, *, uid: str | None = None, created_from=None, created_before=None,
+                        types: list[str] | None = None, codes: list[str] | None = None) -> dict[str, int]:
+        """How many creations there are per status (any user, or `uid`), created in
+        [created_from, created_before), of one of `types`, with an error of one of `codes` (any
+        when None): for operators' counts. This default pages through search_creations; the
+        adapters count in the database."""
+        counts: dict[str, int] = {s.value: 0 for s in Status}
+        token = None
+        while True:
+            page, token = self.search_creations(uid=uid, created_from=created_from, created_before=created_before,
+                                                limit=1000, page_token=token)
+            for creation in page:
+                if types is not None and creation.type.value not in types:
+                    continue
+                if codes is not None and (creation.error is None or creation.error.code not in codes):
+                    continue
+                counts[creation.status.value] += 1
+            if token is None:
+                return counts
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -437,3 +437,26 @@ class SqliteStore(Store):
         items = [Creation.from_dict(json.loads(r[0])) for r in rows[:limit]]
         token = encode_page_token(items[-1].created_at, items[-1].id) if len(rows) > limit else None
         return items, token
+
+    def count_creations(self, *, uid=None, created_from=None, created_before=None, types=None, codes=None):
+        where, params = [], []
+        for path, values in (("$.type", types), ("$.error.code", codes)):
+            if values is not None:
+                if not values:
+                    return {s.value: 0 for s in Status}
+                where.append(f"json_extract(doc, '{path}') IN ({', '.join('?' * len(values))})")
+                params += list(values)
+        if uid is not None:
+            where.append("uid = ?")
+            params.append(uid)
+        if created_from is not None:
+            where.append("created_at >= ?")
+            params.append(_ts(created_from))
+        if created_before is not None:
+            where.append("created_at < ?")
+            params.append(_ts(created_before))
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        counts = {s.value: 0 for s in Status}
+        for status, n in self._read(f"SELECT status, COUNT(*) FROM creations {clause}GROUP BY status", tuple(params)):
+            counts[status] = int(n)
+        return counts

@@ -88,6 +88,8 @@ class Backend:
                  render_concurrency: int = 2):
         self.instant = instant
         self.slow_seconds = slow_seconds
+        # The outage that `#down` simulates; a test ends it to replay what failed meanwhile.
+        self.down = True
         self._lock = threading.Lock()
         self._calls: dict[str, int] = {}
         self._operations: OrderedDict[str, Operation] = OrderedDict()
@@ -214,7 +216,7 @@ def _model_and_method(request: Request) -> tuple[str, str, str]:
 
 async def _test_failures(backend: Backend, prompt: str, tags: TestPrompt) -> None:
     """#down and #flaky answer 503 before any work is done."""
-    if tags.down:
+    if tags.down and backend.down:
         raise ApiError(503, "The service is currently unavailable (test tag #down).")
     if tags.flaky:
         calls = backend.count_call(prompt)
@@ -342,6 +344,16 @@ def create_app(*, instant: bool = False, slow_seconds: float = SLOW_SECONDS) -> 
         backend.reset()
         return JSONResponse({"reset": True})
 
+    async def outage(request: Request) -> JSONResponse:
+        try:
+            body = await _json_body(request)
+        except ApiError as exc:
+            return exc.response()
+        if not isinstance(body.get("down"), bool):
+            return ApiError(400, 'send {"down": true} (the #down outage on) or {"down": false} (over)').response()
+        backend.down = body["down"]
+        return JSONResponse({"down": backend.down})
+
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "instant": backend.instant})
 
@@ -356,6 +368,7 @@ def create_app(*, instant: bool = False, slow_seconds: float = SLOW_SECONDS) -> 
                   "models/{model_method}", model_method, methods=["POST"]),
             Route("/_local/reset", reset, methods=["POST"]),
             Route("/_local/health", health, methods=["GET"]),
+            Route("/_local/outage", outage, methods=["POST"]),
         ],
         exception_handlers={HTTPException: http_error},
     )

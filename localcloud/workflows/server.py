@@ -92,6 +92,9 @@ class _Handler(BaseHTTPRequestHandler):
     engine: Engine
     protocol_version = "HTTP/1.1"
     server_version = "phoenix-local-workflows"
+    # Headers and body go out as two writes: without TCP_NODELAY the body waits for the client's
+    # delayed ACK, ~40 ms a request on a keep-alive connection.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests and dev stack
         pass

@@ -1,0 +1,1 @@
+"""`phoenix console`: the operator's web console on loopback (see docs/console.md)."""
