@@ -155,6 +155,7 @@ class LocalStack:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         jobs = JobsRunner(job_prefix=JOB_PREFIX, mode=cfg.jobs_mode, env=env, services=services,
                           cwd=ROOT, log_dir=cfg.data_dir / "jobs")
+        self.jobs = jobs
         engine.connectors.bind(JOBS_RUN, jobs)
         engine.connectors.bind(DOCUMENTS_GET, StoreDocuments(self.store).get)
         engine.deploy(WORKFLOW_ID, WORKFLOW_FILE, env={"JOB_PREFIX": JOB_PREFIX, "JOBS_LOCATION": REGION})

@@ -11,6 +11,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "dev": ("devstack.cli", "the local stack: start it, make tokens, grant tokens"),
     "demo": ("devstack.demo", "start the local stack and run the demo creations"),
     "ops": ("phoenix.ops", "operator commands: trace, replay, reconcile, audit the ledger"),
+    "cost": ("devstack.costs.cli", "what a creation costs and how long it takes on Google Cloud (estimates)"),
 }
 
 

@@ -1,0 +1,246 @@
+"""What one creation does, counted from real executions of workflows/creation.yaml.
+
+Runs the local stack on Google's Firestore emulator (the store production bills), with step jobs
+in-process and a virtual clock (backoffs cost no time), and submits one creation per scenario
+through the HTTP API. For each scenario it counts, from what actually ran:
+
+- the Workflows steps the execution billed, polls apart (its step entries: one per entry, plus
+  one per assignment beyond the first of an assign step);
+- every jobs.run call: which job, and how long its work took here;
+- the Firestore document reads, writes and deletes of the API, the steps and the workflow's
+  Firestore connector (the Firestore adapter's own count of what it did);
+- the executions started (each one Cloud Tasks task in production).
+
+Plus, per step module, how long a job's process takes to start (python, imports, settings) here,
+so a job's billed time is start + work.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devstack.jobs import JOB_STEPS, JOBS_RUN
+from devstack.stack import JOB_PREFIX, ROOT, WORKFLOW_FILE, LocalStack, StackConfig, settings_env
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    type: str            # image | video
+    prompt: str
+    outcome: str         # the creation's final status: draft | failed
+
+
+SCENARIOS = (
+    Scenario("image", "image", "a lighthouse at dawn", "draft"),
+    Scenario("video", "video", "waves on a beach", "draft"),
+    Scenario("content policy", "image", "a forbidden picture #blocked", "failed"),
+    Scenario("transient retry", "image", "a flaky provider #flaky", "draft"),
+)
+
+
+@dataclass
+class JobCall:
+    job: str             # the deployed job's name (JOB_PREFIX + id)
+    seconds: float       # the job's work here (in-process)
+    succeeded: bool
+
+
+@dataclass
+class ScenarioRun:
+    scenario: Scenario
+    status: str
+    workflow_steps: int                  # billable steps, polls apart
+    jobs: list[JobCall]
+    firestore: dict[str, int]            # reads, writes, deletes
+    executions: int                      # executions started (Cloud Tasks tasks in production)
+
+
+@dataclass
+class Measurement:
+    runs: dict[str, ScenarioRun]
+    job_start_seconds: dict[str, float]  # job name -> seconds to start its process here
+    polling_policy: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+
+# --- the YAML -------------------------------------------------------------------------------
+
+
+def workflow_source(path: Path = WORKFLOW_FILE) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def assign_counts(source: Any) -> dict[tuple[str, str], int]:
+    """(routine, step) -> number of assignments, for every assign step of the workflow."""
+    out: dict[tuple[str, str], int] = {}
+
+    def walk(routine: str, node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                if isinstance(item, dict):
+                    for name, body in item.items():
+                        if isinstance(body, dict) and isinstance(body.get("assign"), list):
+                            out[(routine, name)] = len(body["assign"])
+                walk(routine, item)
+        elif isinstance(node, dict):
+            for value in node.values():
+                walk(routine, value)
+
+    for routine, body in source.items():
+        walk(routine, body)
+    return out
+
+
+def polling_policy(source: Any) -> dict[str, float]:
+    """The polling policy of the workflow's jobs.run call (Google's default where it sets none)."""
+    found: list[dict] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("call") == JOBS_RUN:
+                found.append(((node.get("args") or {}).get("connector_params") or {}).get("polling_policy") or {})
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(source)
+    if not found:
+        raise ValueError(f"{WORKFLOW_FILE.name} has no {JOBS_RUN} call")
+    policy = found[0]
+    return {"initial_delay": float(policy.get("initial_delay", 1.0)),
+            "multiplier": float(policy.get("multiplier", 1.25)),
+            "max_delay": float(policy.get("max_delay", 60.0))}
+
+
+def billable_steps(entries: list[dict], assigns: dict[tuple[str, str], int]) -> int:
+    extra = sum(assigns.get((e["routine"], e["step"]), 1) - 1 for e in entries if e["stepType"] == "STEP_ASSIGN")
+    return len(entries) + extra
+
+
+# --- running the scenarios --------------------------------------------------------------------
+
+
+class _TimedJobs:
+    """The jobs.run connector, timing each job it runs."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls: list[JobCall] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, call):
+        job = str(call.args.get("name", "")).rsplit("/jobs/", 1)[-1]
+        started = time.perf_counter()
+        try:
+            result = self.inner(call)
+        except Exception:
+            self._add(JobCall(job, time.perf_counter() - started, False))
+            raise
+        self._add(JobCall(job, time.perf_counter() - started, True))
+        return result
+
+    def _add(self, call: JobCall) -> None:
+        with self._lock:
+            self.calls.append(call)
+
+
+def measure(scenarios: tuple[Scenario, ...] = SCENARIOS, *, emulator=None) -> Measurement:
+    """Run every scenario once on the local stack over the Firestore emulator (started here unless
+    given) and count what it did."""
+    import os
+
+    import httpx
+
+    from api.auth import make_local_token
+    from localcloud.firestore_emulator import FirestoreEmulator
+    from localcloud.workflows import VirtualClock
+
+    own = emulator is None
+    emulator = FirestoreEmulator().start() if own else emulator
+    previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
+    source = workflow_source()
+    assigns = assign_counts(source)
+    try:
+        with tempfile.TemporaryDirectory(prefix="phoenix-cost-") as tmp:
+            config = StackConfig(data_dir=Path(tmp), port=0, jobs_mode="inprocess", instant_generation=True,
+                                 clock=VirtualClock(),
+                                 extra_settings={"store": "firestore",
+                                                 "firestore_project": f"phoenix-cost-{uuid.uuid4().hex[:8]}"})
+            # In-process step jobs log JSON lines to stdout, as a container would; not here.
+            with contextlib.redirect_stdout(io.StringIO()), LocalStack(config) as stack:
+                timed = _TimedJobs(stack.jobs)
+                stack.engine.connectors.bind(JOBS_RUN, timed)
+                uid = f"cost-{uuid.uuid4().hex[:8]}"
+                stack.store.grant(uid, 1000, f"grant:{uid}")
+                headers = {"Authorization": f"Bearer {make_local_token(uid, stack.settings.local_auth_secret)}"}
+                runs = {}
+                with httpx.Client(base_url=stack.urls["api"], headers=headers, timeout=120) as client:
+                    for scenario in scenarios:
+                        runs[scenario.name] = _run(stack, client, timed, scenario, assigns)
+        starts = job_start_seconds(sorted({c.job for r in runs.values() for c in r.jobs}))
+    finally:
+        if previous is None:
+            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+        else:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = previous
+        if own:
+            emulator.stop()
+    return Measurement(runs=runs, job_start_seconds=starts, polling_policy=polling_policy(source))
+
+
+def _run(stack: LocalStack, client, timed: _TimedJobs, scenario: Scenario, assigns) -> ScenarioRun:
+    before = stack.store.ops.snapshot()
+    timed.calls.clear()
+    response = client.post("/v1/creations", json={"type": scenario.type, "prompt": scenario.prompt})
+    if response.status_code != 202:
+        raise RuntimeError(f"scenario {scenario.name!r}: the API answered {response.status_code} {response.text}")
+    creation_id = response.json()["id"]
+    names = stack.store.get_creation(creation_id).execution_ids
+    for name in names:
+        stack.engine.wait(name, timeout=300)
+    status = client.get(f"/v1/creations/{creation_id}").json()["status"]
+    if status != scenario.outcome:
+        raise RuntimeError(f"scenario {scenario.name!r} ended {status}, expected {scenario.outcome}")
+    after = stack.store.ops.snapshot()
+    steps = sum(billable_steps(stack.engine.step_entries(name), assigns) for name in names)
+    return ScenarioRun(scenario=scenario, status=status, workflow_steps=steps, jobs=list(timed.calls),
+                       firestore={k: after[k] - before[k] for k in after}, executions=len(names))
+
+
+def job_start_seconds(jobs: list[str], runs: int = 3) -> dict[str, float]:
+    """Per job: median seconds for its step module's process to start and stop again here
+    (python, the step's imports and settings; it exits on the missing arguments)."""
+    env = {**settings_env(_offline_settings()), "PYTHONPATH": str(ROOT)}
+    out = {}
+    for job in jobs:
+        module = JOB_STEPS[job[len(JOB_PREFIX):]]
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", f"steps.{module}"], env=env, cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            times.append(time.perf_counter() - started)
+        out[job] = statistics.median(times)
+    return out
+
+
+def _offline_settings():
+    from creations.settings import Settings
+
+    return Settings(store="sqlite", sqlite_path=Path(tempfile.gettempdir()) / "phoenix-cost-unused.sqlite3")
