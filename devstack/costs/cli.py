@@ -156,6 +156,7 @@ def report(profiles: dict[str, Profile], sizes, policy, a: Assumptions, prices, 
         "break_even_creations_per_month": model.break_even(lambda v: month_bill(v).total, replaced["fixed"], mix=mix),
         "capacity_per_minute": caps,
         "binds_first": min(caps, key=caps.get),
+        "average_demand_per_minute": total / (model.DAYS_PER_MONTH * 24 * 60),
     }
 
 
@@ -207,7 +208,10 @@ def render(r: dict[str, Any]) -> str:
     out += ["", "capacity (creations per minute at this mix):"]
     for limit, value in sorted(r["capacity_per_minute"].items(), key=lambda kv: kv[1]):
         out.append(f"  {value:>10,.1f}  {limit}")
-    out.append(f"binds first: {r['binds_first']}")
+    demand, cap = r["average_demand_per_minute"], r["capacity_per_minute"][r["binds_first"]]
+    out.append(f"binds first: {r['binds_first']}; this volume averages {demand:,.1f} creations a minute"
+               + (" (over it even on average: raise the quota)" if demand > cap else
+                  f" ({demand / cap:.0%} of it: peaks above it are throttled, jobs.run answers 429 and the connector retries)"))
     return "\n".join(out)
 
 

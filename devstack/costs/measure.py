@@ -63,6 +63,7 @@ class ScenarioRun:
     scenario: Scenario
     status: str
     workflow_steps: int                  # billable steps, polls apart
+    job_call_steps: int                  # of which: the steps the job calls cost (run_step and its callers' calls)
     jobs: list[JobCall]
     firestore: dict[str, int]            # reads, writes, deletes
     executions: int                      # executions started (Cloud Tasks tasks in production)
@@ -218,8 +219,12 @@ def _run(stack: LocalStack, client, timed: _TimedJobs, scenario: Scenario, assig
     if status != scenario.outcome:
         raise RuntimeError(f"scenario {scenario.name!r} ended {status}, expected {scenario.outcome}")
     after = stack.store.ops.snapshot()
-    steps = sum(billable_steps(stack.engine.step_entries(name), assigns) for name in names)
-    return ScenarioRun(scenario=scenario, status=status, workflow_steps=steps, jobs=list(timed.calls),
+    entries = [e for name in names for e in stack.engine.step_entries(name)]
+    # A job call costs its caller's try and call entries and run_step's own entries.
+    callers = {e["step"] for e in entries if e["stepType"] == "STEP_SUBWORKFLOW_CALL"}
+    calls = [e for e in entries if e["routine"] == "run_step" or e["step"] in callers]
+    return ScenarioRun(scenario=scenario, status=status, workflow_steps=billable_steps(entries, assigns),
+                       job_call_steps=billable_steps(calls, assigns), jobs=list(timed.calls),
                        firestore={k: after[k] - before[k] for k in after}, executions=len(names))
 
 

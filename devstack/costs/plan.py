@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import tempfile
 from pathlib import Path
 
 from devstack.costs.model import JobSize
@@ -22,8 +23,13 @@ class PlanError(RuntimeError):
 def dry_run(project: str = "cost-model", region: str = "us-central1") -> str:
     if not DEPLOY.is_file():
         raise PlanError(f"{DEPLOY.name} is missing: the job sizes come from its dry run")
-    proc = subprocess.run(["bash", str(DEPLOY), "--dry-run", "--project", project, "--region", region,
-                           "--env-file", str(ENV_EXAMPLE)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    # The example env file, with a fixed image tag: the sizes do not depend on the commit, and a
+    # working tree with changes (which deploy.sh refuses to tag) still has a plan.
+    with tempfile.NamedTemporaryFile("w", suffix=".env", prefix="phoenix-cost-") as env:
+        env.write(ENV_EXAMPLE.read_text() + "\nIMAGE_TAG=cost-model\n")
+        env.flush()
+        proc = subprocess.run(["bash", str(DEPLOY), "--dry-run", "--project", project, "--region", region,
+                               "--env-file", env.name], capture_output=True, text=True, cwd=ROOT, timeout=120)
     if proc.returncode != 0:
         raise PlanError(f"{DEPLOY.name} --dry-run failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
     return proc.stdout

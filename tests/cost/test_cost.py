@@ -183,3 +183,15 @@ def test_the_report_prices_the_measured_scenarios(measured):
 def test_bad_parameters_get_a_clear_error(argv, message, capsys):
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_documented_commands_parse():
+    import re
+    import shlex
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "costs.md").read_text()
+    commands = re.findall(r"phoenix cost([^\n`#]*)", doc)
+    assert len(commands) >= 3
+    for rest in commands:
+        cli._parser().parse_args(shlex.split(rest))
