@@ -6,7 +6,6 @@ Every method that moves money is a single transaction and idempotent by ledger-e
 from __future__ import annotations
 
 import abc
-import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,31 +27,8 @@ class AuditFinding:
     detail: str
 
 
-class StoreOps:
-    """The document operations a store made, counted as Firestore bills them: a read per document
-    read (a query that matches nothing still costs one), a write per document created, set or
-    updated by a committed write, a delete per document deleted. The cost model reads them per
-    creation; only the Firestore adapter counts (it is the one production bills)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.reads = self.writes = self.deletes = 0
-
-    def add(self, *, reads: int = 0, writes: int = 0, deletes: int = 0) -> None:
-        with self._lock:
-            self.reads += reads
-            self.writes += writes
-            self.deletes += deletes
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return {"reads": self.reads, "writes": self.writes, "deletes": self.deletes}
-
-
 class Store(abc.ABC):
     """All persistence of the pipeline. Implementations must be safe across threads and processes."""
-
-    ops: StoreOps | None = None   # document operations, where the adapter counts them (Firestore)
 
     # --- creations and money -------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from ..errors import (
 )
 from ..model import Creation, CreationError, EntryKind, LedgerEntry, Status, utcnow
 from .audit import ChargeRecord, find_discrepancies
-from .base import AuditFinding, CreateResult, Store, StoreOps
+from .base import AuditFinding, CreateResult, Store
 from .paging import check_limit, decode_page_token, encode_page_token
 from .records import as_utc, check_id, checked_update, idempotency_doc_id, new_creation_record, settle_refund
 
@@ -101,43 +101,6 @@ class _StripedLocks:
             yield
 
 
-class _CountedWrites:
-    """A transaction body whose writes are counted: the body gets a stand-in for the transaction
-    that passes create/set/update/delete through and counts them (reads go to `.inner`)."""
-
-    def __init__(self, body: Callable[[Any], Any]):
-        self.body = body
-        self.writes = 0
-
-    def __call__(self, transaction):
-        proxy = _CountingTransaction(transaction)
-        result = self.body(proxy)
-        self.writes = proxy.writes
-        return result
-
-
-class _CountingTransaction:
-    def __init__(self, inner):
-        self.inner = inner
-        self.writes = 0
-
-    def _write(self, name: str, *args, **kwargs):
-        self.writes += 1
-        return getattr(self.inner, name)(*args, **kwargs)
-
-    def create(self, *args, **kwargs):
-        return self._write("create", *args, **kwargs)
-
-    def set(self, *args, **kwargs):
-        return self._write("set", *args, **kwargs)
-
-    def update(self, *args, **kwargs):
-        return self._write("update", *args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        return self._write("delete", *args, **kwargs)
-
-
 class FirestoreStore(Store):
     """The Store on a `google.cloud.firestore.Client` (FIRESTORE_EMULATOR_HOST points it at the emulator)."""
 
@@ -164,7 +127,6 @@ class FirestoreStore(Store):
         self._creations = client.collection("creations")
         self._ledger = client.collection("ledger")
         self._keys = client.collection("idempotency")
-        self.ops = StoreOps()
 
     @classmethod
     def from_settings(cls, settings) -> FirestoreStore:
@@ -183,10 +145,7 @@ class FirestoreStore(Store):
             try:
                 with self._locks.hold(lock_key):
                     transaction = self.client.transaction(max_attempts=self._client_attempts)
-                    counted = _CountedWrites(body)
-                    result = firestore.transactional(counted)(transaction)
-                self.ops.add(writes=counted.writes)  # the writes of the attempt that committed
-                return result
+                    return firestore.transactional(body)(transaction)
             except CreationsError:
                 raise  # the body refused (InsufficientTokens, StaleAttempt, ...): nothing was written
             except Exception as exc:  # noqa: BLE001 - classified below
@@ -204,18 +163,6 @@ class FirestoreStore(Store):
             self._sleep(self._rng() * min(self._backoff_cap, self._backoff_base * 2 ** attempt))
         raise StoreUnavailable(
             f"Firestore kept aborting the transaction ({self._retries} tries): {last}") from last
-
-    def _read(self, ref, tx=None):
-        """One document read (billed even when the document does not exist)."""
-        snap = ref.get(transaction=getattr(tx, "inner", tx))
-        self.ops.add(reads=1)
-        return snap
-
-    def _query(self, query, tx=None) -> list:
-        """A query's documents (billed one read each, and one when it matches nothing)."""
-        snaps = list(query.stream(transaction=getattr(tx, "inner", tx)))
-        self.ops.add(reads=max(1, len(snaps)))
-        return snaps
 
     def _call(self, fn: Callable[[], T]) -> T:
         """A plain (non-transactional) call, with transport failures as StoreUnavailable."""
@@ -236,19 +183,19 @@ class FirestoreStore(Store):
 
         def body(tx) -> CreateResult:
             # All reads first: Firestore transactions read, then write.
-            key = self._read(key_ref, tx) if key_ref is not None else None
-            user = self._read(user_ref, tx)
+            key = key_ref.get(transaction=tx) if key_ref is not None else None
+            user = user_ref.get(transaction=tx)
             balance = int((user.to_dict() or {}).get("tokens", 0)) if user.exists else 0
             if key is not None and key.exists:
                 if key.get("request_hash") != request_hash:
                     raise IdempotencyConflict("this Idempotency-Key was already used for a different request; "
                                               "send a new key for a new request")
-                first = self._read(self._creations.document(key.get("creation_id")), tx)
+                first = self._creations.document(key.get("creation_id")).get(transaction=tx)
                 if not first.exists:
                     raise NotFound(f"the creation {key.get('creation_id')} made for this Idempotency-Key was deleted")
                 return CreateResult(creation=creation_from_doc(first), balance=balance, replayed=True)
             if max_active is not None:
-                active = self._query(active_query.limit(max_active), tx)
+                active = list(active_query.limit(max_active).stream(transaction=tx))
                 if len(active) >= max_active:
                     raise TooManyActive(
                         f"{len(active)} creations are already pending or processing (the limit is "
@@ -270,7 +217,7 @@ class FirestoreStore(Store):
         return self._transact(uid, body)
 
     def get_creation(self, creation_id: str) -> Creation | None:
-        snap = self._call(lambda: self._read(self._creations.document(creation_id)))
+        snap = self._call(lambda: self._creations.document(creation_id).get())
         return creation_from_doc(snap) if snap.exists else None
 
     def list_creations(self, uid, *, status=None, limit=20, page_token=None):
@@ -279,7 +226,7 @@ class FirestoreStore(Store):
         if page_token:
             after_at, after_id = decode_page_token(page_token)
             query = query.start_after({"created_at": after_at, "__name__": after_id})
-        snaps = self._call(lambda: self._query(query.limit(limit + 1)))
+        snaps = self._call(lambda: list(query.limit(limit + 1).stream()))
         items = [creation_from_doc(s) for s in snaps[:limit]]
         token = encode_page_token(items[-1].created_at, items[-1].id) if len(snaps) > limit else None
         return items, token
@@ -295,7 +242,7 @@ class FirestoreStore(Store):
         ref = self._creations.document(creation_id)
 
         def body(tx) -> Creation:
-            snap = self._read(ref, tx)
+            snap = ref.get(transaction=tx)
             if not snap.exists:
                 raise NotFound(f"creation {creation_id} does not exist")
             current = creation_from_doc(snap)
@@ -310,20 +257,19 @@ class FirestoreStore(Store):
 
     def delete_creation(self, creation_id: str) -> None:
         self._call(lambda: self._creations.document(creation_id).delete())
-        self.ops.add(deletes=1)
 
     def debit(self, creation_id: str, attempt: int) -> bool:
         ref = self._creations.document(creation_id)
         entry_ref = self._ledger.document(LedgerEntry.debit_id(creation_id, attempt))
 
         def body(tx) -> bool:
-            snap = self._read(ref, tx)
+            snap = ref.get(transaction=tx)
             if not snap.exists:
                 raise NotFound(f"creation {creation_id} does not exist")
             creation = creation_from_doc(snap)
             user_ref = self._users.document(creation.uid)
-            entry = self._read(entry_ref, tx)
-            user = self._read(user_ref, tx)
+            entry = entry_ref.get(transaction=tx)
+            user = user_ref.get(transaction=tx)
             if attempt != creation.attempt:
                 raise StaleAttempt(f"attempt {attempt} is not current: creation {creation_id} is at "
                                    f"attempt {creation.attempt}")
@@ -347,7 +293,7 @@ class FirestoreStore(Store):
         debit_ref = self._ledger.document(LedgerEntry.debit_id(creation_id, attempt))
         refund_ref = self._ledger.document(LedgerEntry.refund_id(creation_id, attempt))
         creation_ref = self._creations.document(creation_id)
-        first_look = self._call(lambda: self._read(debit_ref))
+        first_look = self._call(lambda: debit_ref.get())
         if first_look.exists:
             uid = first_look.get("uid")
         else:
@@ -355,17 +301,17 @@ class FirestoreStore(Store):
             # is still a creation to fail when asked to.
             if fail_with is None:
                 return False
-            snapshot = self._call(lambda: self._read(creation_ref))
+            snapshot = self._call(lambda: creation_ref.get())
             if not snapshot.exists:
                 return False
             uid = snapshot.get("uid")
         user_ref = self._users.document(uid)
 
         def body(tx) -> bool:
-            debit = self._read(debit_ref, tx)
-            refund = self._read(refund_ref, tx)
-            user = self._read(user_ref, tx)
-            snapshot = self._read(creation_ref, tx)
+            debit = debit_ref.get(transaction=tx)
+            refund = refund_ref.get(transaction=tx)
+            user = user_ref.get(transaction=tx)
+            snapshot = creation_ref.get(transaction=tx)
             may_refund, creation, marked = settle_refund(
                 creation_from_doc(snapshot) if snapshot.exists else None, attempt, fail_with)
             if not may_refund:
@@ -398,8 +344,8 @@ class FirestoreStore(Store):
         entry_ref = self._ledger.document(entry_id)
 
         def body(tx) -> int:
-            entry = self._read(entry_ref, tx)
-            user = self._read(user_ref, tx)
+            entry = entry_ref.get(transaction=tx)
+            user = user_ref.get(transaction=tx)
             balance = int((user.to_dict() or {}).get("tokens", 0)) if user.exists else 0
             if entry.exists:
                 existing = _entry_from_doc(entry)
@@ -415,12 +361,12 @@ class FirestoreStore(Store):
         return self._transact(uid, body)
 
     def balance(self, uid: str) -> int:
-        snap = self._call(lambda: self._read(self._users.document(uid)))
+        snap = self._call(lambda: self._users.document(uid).get())
         return int((snap.to_dict() or {}).get("tokens", 0)) if snap.exists else 0
 
     def ledger(self, uid: str) -> list[LedgerEntry]:
         query = self.ledger_query(uid)
-        return [_entry_from_doc(s) for s in self._call(lambda: self._query(query))]
+        return [_entry_from_doc(s) for s in self._call(lambda: list(query.stream()))]
 
     def audit(self) -> list[AuditFinding]:
         # One read-only transaction: balances, ledger and charges from the same snapshot.
@@ -447,7 +393,7 @@ class FirestoreStore(Store):
         if not values:
             return []
         query = self.find_query(values, updated_before).limit(int(limit))
-        return [creation_from_doc(s) for s in self._call(lambda: self._query(query))]
+        return [creation_from_doc(s) for s in self._call(lambda: list(query.stream()))]
 
     # --- the queries (production needs a composite index for each: see firestore.indexes.json) --
 
