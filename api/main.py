@@ -14,7 +14,7 @@ from creations.settings import Settings, get_settings
 
 from .auth import verifier_from_settings
 from .errors import install_error_handlers
-from .routes import creations, health, me
+from .routes import creations, events, health, me
 from .schemas import ErrorResponse
 
 log = logging.getLogger("api")
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, *, store=None, trigger=None, st
     app.state.verifier = verifier or verifier_from_settings(settings)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(events.router, prefix="/v1")  # before creations: /creations/events is not an id
     app.include_router(creations.router, prefix="/v1")
     app.include_router(me.router, prefix="/v1")
     return app

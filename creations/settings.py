@@ -70,6 +70,14 @@ class Settings(BaseSettings):
     # still pending with no execution recorded this long after it was created: the first request
     # then died between its commit and its trigger.
     retrigger_after_seconds: float = Field(60.0, gt=0)
+    # Live status streams (GET /v1/creations/{id}/events): open streams per user and API process
+    # (beyond: 429), how long one stream lasts before the client reconnects with Last-Event-ID,
+    # the heartbeat (and slow re-read) interval, and how often the SQLite store is checked for
+    # other processes' commits.
+    events_max_streams_per_user: int = Field(3, ge=1)
+    events_max_stream_seconds: float = Field(900.0, gt=0)
+    events_heartbeat_seconds: float = Field(15.0, gt=0)
+    events_change_check_seconds: float = Field(0.1, gt=0)
 
     def cost_of(self, creation_type: str) -> int:
         return self.cost_video if creation_type == "video" else self.cost_image

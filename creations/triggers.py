@@ -311,5 +311,7 @@ def trigger_from_settings(settings) -> ExecutionsTrigger | TasksTrigger:
         },
         workflow=workflow,
         service_account=settings.tasks_service_account,
+        # The tasks call the Executions API the settings name (an override reaches it too).
+        executions_api=settings.executions_endpoint or EXECUTIONS_API,
         timeout=timeout,
     )

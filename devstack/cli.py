@@ -1,12 +1,19 @@
 """`phoenix dev`: run the local stack, and the two chores around it.
 
     phoenix dev [--port 8080] [--data-dir .data] [--in-process] [--instant]
+                [--store sqlite|firestore] [--trigger local|tasks]
+                [--fault JOB:KIND[:TIMES][@MARKER] ...] [--clock real|virtual]
     phoenix dev token UID                 a bearer token the local API accepts
     phoenix dev grant UID N [--data-dir]  add N tokens to UID (a ledger grant, audited like any other)
+
+`--store firestore --trigger tasks` runs on production settings: Google's Firestore emulator as
+the store and a local Cloud Tasks delivering to the Executions API. `grant` acts on the store the
+running stack uses (its data dir's ops.env), else on the store the PHOENIX_* settings name.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 import threading
@@ -37,10 +44,21 @@ def _positive(value: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="phoenix dev", description="The local stack on loopback.")
     p.add_argument("--port", type=int, default=8080,
-                   help="the API's port; the engine, generation and S3 servers take the next three (0: free ports)")
+                   help="the API's port; the engine, generation and S3 servers take the next three, "
+                        "Cloud Tasks (--trigger tasks) the fourth (0: free ports)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where state persists (default .data)")
     p.add_argument("--in-process", action="store_true", help="run step jobs in-process instead of as subprocesses")
     p.add_argument("--instant", action="store_true", help="generation answers at once with tiny media")
+    p.add_argument("--store", choices=("sqlite", "firestore"), default="sqlite",
+                   help="sqlite (embedded, default) or firestore (Google's Firestore emulator, as production)")
+    p.add_argument("--trigger", choices=("local", "tasks"), default="local",
+                   help="local (the API starts executions directly, default) or tasks (Cloud Tasks, as production)")
+    p.add_argument("--fault", action="append", default=[], metavar="JOB:KIND[:TIMES][@MARKER]",
+                   help="make the JOB jobs (upload, generate, *) of creations whose prompt holds MARKER misbehave: "
+                        "fail, crash_after, twice, storage_down, store_down or generation_down; TIMES runs per "
+                        "creation (default: every run). Repeatable. See devstack/faults.py")
+    p.add_argument("--clock", choices=("real", "virtual"), default="real",
+                   help="virtual: the workflow's waits (retry backoffs, polling) take no wall time")
     sub = p.add_subparsers(dest="command")
     t = sub.add_parser("token", help="print a bearer token the local API accepts")
     t.add_argument("uid", type=_uid)
@@ -64,26 +82,73 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(args)
 
 
-def _grant(uid: str, amount: int, data_dir: Path) -> int:
-    from creations.store.sqlite import SqliteStore
+def stack_env(data_dir: Path) -> dict[str, str] | None:
+    """The settings a running stack wrote to its data dir (ops.env), or None when none runs there."""
+    from devstack.stack import OPS_ENV_FILE
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(data_dir / "phoenix.sqlite3")
+    path = data_dir / OPS_ENV_FILE
+    if not path.is_file():
+        return None
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        key, sep, value = shlex.split(line)[0].partition("=")
+        if sep:
+            env[key] = value
+    return env
+
+
+def _grant(uid: str, amount: int, data_dir: Path) -> int:
+    import os
+
+    from creations.errors import CreationsError
+    from creations.settings import Settings
+    from creations.store import open_store
+
+    running = stack_env(data_dir)
+    if running is not None:
+        # The running stack's store, whatever this shell's environment says.
+        os.environ.update(running)
+        settings = Settings()
+    else:
+        settings = Settings()
+        if settings.store == "sqlite" and "PHOENIX_SQLITE_PATH" not in os.environ:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            settings = settings.model_copy(update={"sqlite_path": data_dir / "phoenix.sqlite3"})
+        elif settings.store == "firestore" and not os.environ.get("FIRESTORE_EMULATOR_HOST") \
+                and settings.firestore_project == "phoenix-local":
+            print(f"phoenix dev grant: no stack runs on {data_dir} and PHOENIX_STORE=firestore names no "
+                  f"emulator (FIRESTORE_EMULATOR_HOST); start `phoenix dev --store firestore` first",
+                  file=sys.stderr)
+            return 2
+    try:
+        store = open_store(settings)
+    except Exception as exc:  # noqa: BLE001 - a clear line, not a traceback
+        print(f"phoenix dev grant: cannot open the {settings.store} store: {exc}", file=sys.stderr)
+        return 1
     try:
         balance = store.grant(uid, amount, f"grant:{uuid.uuid4().hex}")
+    except CreationsError as exc:
+        print(f"phoenix dev grant: {exc.message}", file=sys.stderr)
+        return 1
     finally:
         store.close()
-    print(f"granted {amount} tokens to {uid}; balance {balance}")
+    print(f"granted {amount} tokens to {uid} ({settings.store}); balance {balance}")
     return 0
 
 
 def _serve(args) -> int:
-    from devstack.stack import LocalStack, StackConfig
+    from devstack.stack import OPS_ENV_FILE, LocalStack, StackConfig
+    from localcloud.firestore_emulator import EmulatorNotInstalled
 
     try:
+        from localcloud.workflows import VirtualClock
+
         config = StackConfig(data_dir=args.data_dir, port=args.port,
                              jobs_mode="inprocess" if args.in_process else "process",
-                             instant_generation=args.instant)
+                             instant_generation=args.instant, store=args.store, trigger=args.trigger,
+                             faults=list(args.fault), clock=VirtualClock() if args.clock == "virtual" else None)
     except ValueError as exc:
         print(f"phoenix dev: {exc}", file=sys.stderr)
         return 2
@@ -93,6 +158,9 @@ def _serve(args) -> int:
     stack = LocalStack(config)
     try:
         stack.start()
+    except EmulatorNotInstalled as exc:
+        print(f"phoenix dev: --store firestore needs Google's Firestore emulator: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - a clear line, not a traceback
         print(f"phoenix dev: could not start the stack: {exc}", file=sys.stderr)
         return 1
@@ -102,8 +170,17 @@ def _serve(args) -> int:
             print(f"  {name:<11} {url}")
         print(f"  data dir    {config.data_dir.resolve()}")
         print(f"  jobs        {config.jobs_mode}")
+        print(f"  store       {config.store}   trigger {config.trigger}")
+        if config.clock is not None:
+            print("  clock       virtual: waits take no wall time")
+        for spec in config.faults:
+            print(f"  fault       {spec}")
         print("try:  TOKEN=$(phoenix dev token alice); phoenix dev grant alice 20 --data-dir", config.data_dir)
         print(f"      curl -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/me")
+        print(f"      curl -N -H \"Authorization: Bearer $TOKEN\" {stack.urls['api']}/v1/creations/events"
+              "   # live progress (docs/realtime.md)")
+        ops_env = (config.data_dir / OPS_ENV_FILE).resolve()
+        print(f"ops:  (set -a; . {ops_env}; set +a; phoenix ops audit)")
         sys.stdout.flush()
         stop.wait()
     finally:

@@ -10,15 +10,17 @@ call's polling policy are counted on the step entry.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
+import secrets
+import string
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
+from devstack.faults import Faults, run_with
 from localcloud.workflows.errors import WorkflowError
 
 JOBS_RUN = "googleapis.run.v2.projects.locations.jobs.run"
@@ -55,10 +57,13 @@ def polls_for(elapsed: float, policy: Mapping[str, Any]) -> int:
 
 class JobsRunner:
     """Connector handler for jobs.run. `env` is the environment of a job's process (the step
-    settings); `services` is what in-process steps share."""
+    settings); `services` is what in-process steps share; `faults` the switches that make chosen
+    jobs misbehave, and `services_with(overrides)` the in-process services under changed settings
+    (a service made unreachable)."""
 
     def __init__(self, *, job_prefix: str, mode: Mode = "process", env: Mapping[str, str] | None = None,
-                 services: Any = None, cwd: Path | None = None, log_dir: Path | None = None):
+                 services: Any = None, cwd: Path | None = None, log_dir: Path | None = None,
+                 faults: Faults | None = None, services_with: Callable[[dict[str, Any]], Any] | None = None):
         if mode not in ("process", "inprocess"):
             raise ValueError(f"jobs mode must be 'process' or 'inprocess', not {mode!r}")
         if mode == "inprocess" and services is None:
@@ -69,7 +74,10 @@ class JobsRunner:
         self.services = services
         self.cwd = cwd
         self.log_dir = log_dir
-        self._ids = itertools.count(1)
+        self.faults = faults
+        self._services_with = services_with
+        self._overridden: dict[tuple, Any] = {}
+        self._used_ids: set[str] = set()
         self._lock = threading.Lock()
 
     def __call__(self, call) -> dict[str, Any]:
@@ -84,14 +92,18 @@ class JobsRunner:
         containers = overrides.get("containerOverrides") or [{}]
         args = [str(a) for a in (containers[0].get("args") or [])]
         timeout = _duration_seconds(overrides.get("timeout"), default=600.0)
-        with self._lock:
-            execution = f"{job}-{next(self._ids):05d}"
+        execution = self._new_execution(job)
+        rule = None
+        if self.faults is not None:
+            rule = self.faults.match(job[len(self.job_prefix):], _creation_of(args))
+
+        def run(settings: dict[str, Any]) -> int:
+            if self.mode == "process":
+                return self._run_process(call, step, args, timeout, execution, job, settings)
+            return self._run_inprocess(step, args, settings)
 
         started = time.monotonic()
-        if self.mode == "process":
-            code = self._run_process(call, step, args, timeout, execution)
-        else:
-            code = self._run_inprocess(step, args)
+        code = run_with(rule, call, run, self.faults.unreachable if self.faults is not None else {})
         elapsed = time.monotonic() - started
         record = getattr(call, "record_polls", None)
         if record is not None:
@@ -113,13 +125,35 @@ class JobsRunner:
         return {"name": resource, "job": job, "taskCount": 1, "succeededCount": 1, "failedCount": 0,
                 "conditions": [{"type": "Completed", "state": "CONDITION_SUCCEEDED"}]}
 
-    def _run_process(self, call, step: str, args: list[str], timeout: float, execution: str) -> int:
-        env = dict(self.env, CLOUD_RUN_JOB=execution.rsplit("-", 1)[0], CLOUD_RUN_EXECUTION=execution,
+    def _new_execution(self, job: str) -> str:
+        """A job execution id as Cloud Run makes them (`JOB-xxxxx`), never one used before here or
+        by an earlier run of the stack whose log is in the log dir: logs are never overwritten."""
+        alphabet = string.ascii_lowercase + string.digits
+        while True:
+            execution = f"{job}-{''.join(secrets.choice(alphabet) for _ in range(5))}"
+            with self._lock:
+                if execution in self._used_ids:
+                    continue
+                if self.log_dir is not None and self.mode == "process":
+                    self.log_dir.mkdir(parents=True, exist_ok=True)
+                    try:   # claimed by creating its log; a name taken before a restart is skipped
+                        (self.log_dir / f"{execution}.log").open("xb").close()
+                    except FileExistsError:
+                        continue
+                self._used_ids.add(execution)
+                return execution
+
+    def _run_process(self, call, step: str, args: list[str], timeout: float, execution: str, job: str,
+                     settings: dict[str, Any]) -> int:
+        env = dict(self.env, CLOUD_RUN_JOB=job, CLOUD_RUN_EXECUTION=execution,
                    CLOUD_RUN_TASK_INDEX="0", CLOUD_RUN_TASK_ATTEMPT="0", CLOUD_RUN_TASK_COUNT="1")
+        for name, value in settings.items():
+            env[f"PHOENIX_{name.upper()}"] = str(value)
+        if settings:
+            env["AWS_MAX_ATTEMPTS"] = "1"      # an unreachable service fails at once, not after backoffs
         out = subprocess.DEVNULL
         if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self.log_dir / f"{execution}.log", "wb")
+            out = open(self.log_dir / f"{execution}.log", "ab")   # a job run twice logs both runs
         try:
             proc = subprocess.Popen([sys.executable, "-m", f"steps.{step}", *args], env=env, cwd=self.cwd,
                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -141,7 +175,7 @@ class JobsRunner:
                 _stop(proc)
                 return -1
 
-    def _run_inprocess(self, step: str, args: list[str]) -> int:
+    def _run_inprocess(self, step: str, args: list[str], settings: dict[str, Any]) -> int:
         from steps import run
 
         parser = argparse.ArgumentParser(add_help=False)
@@ -151,7 +185,30 @@ class JobsRunner:
             ns = parser.parse_args(args)
         except SystemExit:
             return 2
-        return int(run(step, ns.creation_id, ns.attempt, self.services))
+        return int(run(step, ns.creation_id, ns.attempt, self._services_for(settings)))
+
+    def _services_for(self, settings: dict[str, Any]) -> Any:
+        if not settings:
+            return self.services
+        if self._services_with is None:
+            raise RuntimeError("this jobs runner cannot run in-process steps under other settings")
+        key = tuple(sorted((k, str(v)) for k, v in settings.items()))
+        with self._lock:
+            services = self._overridden.get(key)
+            if services is None:
+                services = self._overridden[key] = self._services_with(settings)
+        return services
+
+    def close(self) -> None:
+        """Close the in-process services made for changed settings."""
+        with self._lock:
+            made, self._overridden = list(self._overridden.values()), {}
+        for services in made:
+            services.close()
+
+
+def _creation_of(args: list[str]) -> str | None:
+    return args[args.index("--creation-id") + 1] if "--creation-id" in args[:-1] else None
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -7,12 +7,23 @@
         Firestore connector     → the configured store
     API (FastAPI on uvicorn)    → trigger "local": the Executions REST API of the engine
 
+Production settings (`store="firestore"`, `trigger="tasks"`): Google's Firestore emulator is the
+store of the API, the jobs and the operator tools, and the workflow's Firestore connector is
+forwarded to the emulator's own REST API (devstack/firestore_connector.py); the API enqueues a
+Cloud Tasks HTTP task per creation attempt on the local Cloud Tasks (localcloud/cloudtasks.py),
+which delivers it to the engine's Executions REST API as Cloud Tasks does to Google's.
+
 Everything keeps its state under the data dir: the store and the engine in SQLite files, the
-media saved on stop and restored on start.
+media written through to DATA_DIR/s3 by the S3 stand-in (its own process group, so Ctrl-C does
+not stop it first), the step jobs' logs in DATA_DIR/jobs under names never reused. Neither Ctrl-C
+nor a crash of the stack loses a draft's media or a job's log. The Firestore emulator keeps its
+documents in memory only: they last as long as the stack. `ops.env` in the data dir holds the
+settings that reach the running stack (for `phoenix dev grant` and `phoenix ops`).
 """
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import sys
 import threading
@@ -25,8 +36,13 @@ from creations.settings import Settings
 from creations.storage import MediaStorage
 from creations.store import open_store
 from devstack import media_snapshot
+from devstack.firestore_connector import EmulatorDocuments
+from devstack.faults import Fault, Faults, unreachable_settings
 from devstack.firestore_rest import DOCUMENTS_GET, StoreDocuments
 from devstack.jobs import JOBS_RUN, JobsRunner, Mode
+from localcloud.cloudtasks import CloudTasksServer, RateLimits, RetryConfig
+from localcloud.firestore_emulator import FirestoreEmulator
+from localcloud.firestore_meter import FirestoreMeter
 from localcloud.genserver import GenServer
 from localcloud.s3server import S3Server
 from localcloud.workflows import Clock, ConnectorRegistry, Engine, RealClock
@@ -39,27 +55,50 @@ JOB_PREFIX = "creation-"
 PROJECT = "phoenix-local"
 REGION = "us-central1"
 BUCKET = "phoenix-media"
+TASKS_SERVICE_ACCOUNT = f"tasks-invoker@{PROJECT}.iam.gserviceaccount.com"
+OPS_ENV_FILE = "ops.env"
+
+# The queues as deployed: per-type rate limits (video 10/s with 5 concurrent, image 20/s with 10
+# concurrent) and a retry config that keeps a dispatch that found the Executions API unavailable
+# going for a while. Creation-level retries are the workflow's business, not the queue's.
+QUEUE_RETRY = RetryConfig(max_attempts=10, min_backoff=1.0, max_backoff=60.0, max_doublings=4)
+QUEUE_RATES = {"creations-image": RateLimits(max_dispatches_per_second=20, max_concurrent_dispatches=10),
+               "creations-video": RateLimits(max_dispatches_per_second=10, max_concurrent_dispatches=5)}
 
 
 @dataclass
 class StackConfig:
     data_dir: Path
-    port: int = 8080                 # the API's; the engine, generation and S3 servers take the next three (0: free ports)
+    port: int = 8080                 # the API's; the engine, generation, S3 and Cloud Tasks servers take the next four (0: free ports)
     host: str = "127.0.0.1"
     jobs_mode: Mode = "process"
     instant_generation: bool = False
     max_concurrent: int = 50
     clock: Clock | None = None       # tests pass a VirtualClock: backoffs cost no wall time
     extra_settings: dict[str, Any] = field(default_factory=dict)
+    store: str = "sqlite"            # "firestore": Google's Firestore emulator (production's store)
+    trigger: str = "local"           # "tasks": the API enqueues Cloud Tasks, as in production
+    # A running emulator to use (tests share one); None with store="firestore": the stack starts one.
+    firestore_emulator: FirestoreEmulator | None = None
+    meter_firestore: bool = False    # count Firestore reads and writes (benchmarks)
+    queue_retry: RetryConfig | None = None   # the Cloud Tasks queues' retry config (default QUEUE_RETRY)
+    faults: list[str] = field(default_factory=list)   # fault switches, JOB:KIND[:TIMES][@MARKER]
+    inprocess_log: Path | None = None                  # in-process jobs' JSON logs (default: stdout)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
-        if not (self.port == 0 or 1024 <= self.port <= 65532):
-            raise ValueError(f"--port must be 0 (free ports) or between 1024 and 65532, not {self.port}")
+        if not (self.port == 0 or 1024 <= self.port <= 65531):
+            raise ValueError(f"--port must be 0 (free ports) or between 1024 and 65531, not {self.port}")
         if self.jobs_mode not in ("process", "inprocess"):
             raise ValueError(f"jobs mode must be 'process' or 'inprocess', not {self.jobs_mode!r}")
         if self.max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
+        if self.store not in ("sqlite", "firestore"):
+            raise ValueError(f"--store must be 'sqlite' or 'firestore', not {self.store!r}")
+        if self.trigger not in ("local", "tasks"):
+            raise ValueError(f"--trigger must be 'local' or 'tasks', not {self.trigger!r}")
+        for spec in self.faults:
+            Fault.parse(spec)     # a bad switch stops the stack before it starts
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -81,9 +120,15 @@ class LocalStack:
         self.store = None
         self.storage: MediaStorage | None = None
         self.engine: Engine | None = None
+        self.jobs: JobsRunner | None = None
+        self.faults: Faults | None = None
         self._stops: list[Any] = []
         self._api_server = None
         self.urls: dict[str, str] = {}
+        self.firestore_emulator: FirestoreEmulator | None = None
+        self.firestore_meter: FirestoreMeter | None = None
+        self.firestore_connector: EmulatorDocuments | None = None
+        self.tasks: CloudTasksServer | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -101,10 +146,12 @@ class LocalStack:
         return 0 if self.config.port == 0 else self.config.port + offset
 
     def _start(self, cfg: StackConfig) -> None:
-        s3 = S3Server(cfg.host, self._port(3), own_process=True).start()
+        s3 = S3Server(cfg.host, self._port(3), own_process=True, data_dir=cfg.data_dir / "s3").start()
         self._stops.append(s3.stop)
         gen = GenServer(cfg.host, self._port(2), instant=cfg.instant_generation).start()
         self._stops.append(gen.stop)
+        store_settings = self._start_firestore(cfg) if cfg.store == "firestore" else {
+            "store": "sqlite", "sqlite_path": cfg.data_dir / "phoenix.sqlite3"}
 
         api_socket = _listen(cfg.host, self._port(0))
         engine_port = self._port(1)
@@ -116,10 +163,11 @@ class LocalStack:
         self._stops.append(lambda: engine.shutdown(wait=False))
         executions = ExecutionsServer(engine, cfg.host, engine_port).start()
         self._stops.append(executions.stop)
+        trigger_settings = self._start_tasks(cfg, executions.url) if cfg.trigger == "tasks" else {
+            "trigger": "local", "local_engine_url": executions.url}
 
         settings = Settings(**{
-            "store": "sqlite",
-            "sqlite_path": cfg.data_dir / "phoenix.sqlite3",
+            **store_settings,
             "s3_endpoint_url": s3.endpoint_url,
             "s3_region": "us-east-1",
             "s3_bucket": BUCKET,
@@ -131,8 +179,7 @@ class LocalStack:
             "gcp_region": REGION,
             "video_poll_seconds": 0.25,
             "auth_mode": "local",
-            "trigger": "local",
-            "local_engine_url": executions.url,
+            **trigger_settings,
             "workflow_name": WORKFLOW_ID,
             **cfg.extra_settings,
         })
@@ -141,24 +188,48 @@ class LocalStack:
         self._stops.append(self.store.close)
         self.storage = MediaStorage.from_settings(settings)
         self.storage.ensure_bucket()
-        media_dir = cfg.data_dir / "media"
-        media_snapshot.restore(self.storage.client, BUCKET, media_dir)
-        self._stops.append(lambda: media_snapshot.save(self.storage.client, BUCKET, media_dir))
+        media_snapshot.import_legacy(self.storage.client, BUCKET, cfg.data_dir / "media")
 
-        services = None
+        services = services_with = None
         if cfg.jobs_mode == "inprocess":
+            from creations.joblog import JobLog
             from creations.pipeline import StepServices
 
-            services = StepServices(settings, store=self.store, storage=self.storage)
+            log = None
+            if cfg.inprocess_log is not None:
+                stream = open(cfg.inprocess_log, "a", encoding="utf-8")
+                self._stops.append(stream.close)
+                log = JobLog(stream)
+            services = StepServices(settings, store=self.store, storage=self.storage, log=log)
             self._stops.append(services.close)
-        env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
+
+            def services_with(overrides: dict[str, Any]) -> StepServices:
+                # Only what the overrides touch is built anew; the rest is the stack's own.
+                changed = settings.model_copy(update=overrides)
+                return StepServices(changed, log=log,
+                                    store=None if "sqlite_path" in overrides else self.store,
+                                    storage=None if "s3_endpoint_url" in overrides else self.storage)
+        self.faults = Faults(self._prompt_of, unreachable_settings(cfg.data_dir))
+        for spec in cfg.faults:
+            self.faults.add(Fault.parse(spec))
+        env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1", **self._firestore_env()}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         jobs = JobsRunner(job_prefix=JOB_PREFIX, mode=cfg.jobs_mode, env=env, services=services,
-                          cwd=ROOT, log_dir=cfg.data_dir / "jobs")
+                          cwd=ROOT, log_dir=cfg.data_dir / "jobs", faults=self.faults,
+                          services_with=services_with)
         self.jobs = jobs
+        self._stops.append(jobs.close)
         engine.connectors.bind(JOBS_RUN, jobs)
-        engine.connectors.bind(DOCUMENTS_GET, StoreDocuments(self.store).get)
+        if cfg.store == "firestore":
+            # The workflow reads the very documents the API and the jobs wrote, through the
+            # emulator's REST API, by their production names.
+            self.firestore_connector.bind(engine.connectors)
+        else:
+            engine.connectors.bind(DOCUMENTS_GET, StoreDocuments(self.store).get)
         engine.deploy(WORKFLOW_ID, WORKFLOW_FILE, env={"JOB_PREFIX": JOB_PREFIX, "JOBS_LOCATION": REGION})
+        # Creations a crash of the stack interrupted run again from their start (safe: every step
+        # is idempotent and fenced by attempt), so a crash costs time, not the user's creation.
+        self.resumed = engine.resume_interrupted()
 
         self._start_api(settings, api_socket)
         self.urls = {
@@ -167,6 +238,81 @@ class LocalStack:
             "generation": gen.url,
             "s3": s3.endpoint_url,
         }
+        if self.firestore_emulator is not None:
+            self.urls["firestore"] = self.firestore_emulator.url
+        if self.tasks is not None:
+            self.urls["cloudtasks"] = self.tasks.url
+        self._write_ops_env(settings)
+
+    def _start_firestore(self, cfg: StackConfig) -> dict[str, Any]:
+        """The emulator (given, or started here), optionally behind the metering proxy; points this
+        process's Firestore clients at it (FIRESTORE_EMULATOR_HOST, restored on stop)."""
+        emulator = cfg.firestore_emulator
+        if emulator is None:
+            emulator = FirestoreEmulator().start()   # EmulatorNotInstalled says how to install it
+            self._stops.append(emulator.stop)
+        self.firestore_emulator = emulator
+        host = emulator.address
+        if cfg.meter_firestore:
+            self.firestore_meter = FirestoreMeter(emulator.address).start()
+            self._stops.append(self.firestore_meter.stop)
+            host = self.firestore_meter.address
+        self._firestore_host = host
+        previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
+        os.environ["FIRESTORE_EMULATOR_HOST"] = host
+
+        def restore_env() -> None:
+            if previous is None:
+                os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+            else:
+                os.environ["FIRESTORE_EMULATOR_HOST"] = previous
+
+        self._stops.append(restore_env)
+        self.firestore_connector = EmulatorDocuments(emulator.url)
+        self._stops.append(self.firestore_connector.close)
+        return {"store": "firestore", "firestore_project": PROJECT, "firestore_database": "(default)"}
+
+    def _firestore_env(self) -> dict[str, str]:
+        host = getattr(self, "_firestore_host", None)
+        return {"FIRESTORE_EMULATOR_HOST": host} if host else {}
+
+    def _start_tasks(self, cfg: StackConfig, executions_url: str) -> dict[str, Any]:
+        """The local Cloud Tasks with the production queues; tasks POST to the engine's Executions API."""
+        tasks = CloudTasksServer(host=cfg.host, port=self._port(4), clock=cfg.clock)
+        for queue, rate in QUEUE_RATES.items():
+            tasks.tasks.create_queue(f"projects/{PROJECT}/locations/{REGION}/queues/{queue}",
+                                     retry=cfg.queue_retry or QUEUE_RETRY, rate=rate)
+        tasks.start()
+        self.tasks = tasks
+        self._stops.append(tasks.stop)
+        return {"trigger": "tasks", "tasks_endpoint": tasks.url, "executions_endpoint": executions_url,
+                "tasks_service_account": TASKS_SERVICE_ACCOUNT, "local_engine_url": executions_url,
+                "tasks_queue_image": "creations-image", "tasks_queue_video": "creations-video"}
+
+    def ops_env(self, settings: Settings | None = None) -> dict[str, str]:
+        """The environment that points `phoenix ops` and `phoenix dev grant` at this stack."""
+        settings = settings or self.settings
+        keep = ("store", "sqlite_path", "firestore_project", "firestore_database", "trigger", "local_engine_url",
+                "executions_endpoint", "tasks_endpoint", "tasks_service_account", "tasks_queue_image",
+                "tasks_queue_video", "gcp_project", "gcp_region", "workflow_name")
+        env = {k: v for k, v in settings_env(settings).items() if k[len("PHOENIX_"):].lower() in keep}
+        if settings.store == "sqlite":
+            env["PHOENIX_SQLITE_PATH"] = str(Path(settings.sqlite_path).resolve())
+        else:
+            env.pop("PHOENIX_SQLITE_PATH", None)
+        env.update(self._firestore_env())
+        return env
+
+    def _write_ops_env(self, settings: Settings) -> None:
+        path = self.config.data_dir / OPS_ENV_FILE
+        lines = ["# The settings that reach the running `phoenix dev` stack: set -a; . THIS_FILE; set +a"]
+        lines += [f"{k}={shlex.quote(v)}" for k, v in sorted(self.ops_env(settings).items())]
+        path.write_text("\n".join(lines) + "\n")
+        self._stops.append(lambda: path.unlink(missing_ok=True))
+
+    def _prompt_of(self, creation_id: str) -> str | None:
+        creation = self.store.get_creation(creation_id)
+        return creation.prompt if creation is not None else None
 
     def _start_api(self, settings: Settings, sock: socket.socket) -> None:
         import uvicorn

@@ -136,11 +136,11 @@ class FirestoreEmulator:
         self._log.seek(0)
         return self._log.read().decode(errors="replace")[-4000:]
 
-    def reset(self, project: str, database: str = "(default)") -> None:
+    def reset(self, project: str, database: str = "(default)", timeout: float = 10.0) -> None:
         """Delete every document of `project` (fast; the emulator keeps running)."""
         path = f"/emulator/v1/projects/{urllib.parse.quote(project)}/databases/{urllib.parse.quote(database)}/documents"
         request = urllib.request.Request(self.url + path, method="DELETE")
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             if resp.status != 200:
                 raise EmulatorError(f"reset of {project} answered {resp.status}")
 

@@ -3,11 +3,14 @@
 boto3 reaches it with `endpoint_url=server.endpoint_url`, path-style addressing, any credentials
 and region "us-east-1" (region "auto", as R2 uses, works when buckets are created with an
 explicit LocationConstraint). It keeps objects in memory and does not check signatures, so
-presigned URLs always work here.
+presigned URLs always work here. With a `data_dir` (own process only) every change is also written
+through to that directory and loaded back at start (localcloud.s3durable): nothing it answered
+is lost when it, or the process that started it, is killed.
 """
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -18,9 +21,15 @@ import urllib.request
 class S3Server:
     """moto's S3 server on `host`; port 0 picks a free port. By default a thread of this process;
     with `own_process=True` a child process, so its CPU work does not compete with this process
-    for the interpreter lock (the local stack's throughput is bound by it otherwise)."""
+    for the interpreter lock (the local stack's throughput is bound by it otherwise). The child runs
+    in a process group of its own, so a Ctrl-C sent to the starting process's group does not stop it
+    under the caller's feet; it ends with the process that started it."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True, own_process: bool = False):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True, own_process: bool = False,
+                 data_dir: str | os.PathLike[str] | None = None):
+        if data_dir is not None and not own_process:
+            raise ValueError("write-through storage (data_dir) needs the S3 server in its own process")
+        self.data_dir = data_dir
         self.host = host
         self._requested_port = port
         self.quiet = quiet
@@ -59,8 +68,13 @@ class S3Server:
 
     def _start_process(self, timeout: float = 30.0) -> S3Server:
         port = self._requested_port or _free_port(self.host)
+        if self.data_dir is not None:
+            command = ["-m", "localcloud.s3durable", "--host", self.host, "--port", str(port),
+                       "--data-dir", os.fspath(self.data_dir)]
+        else:
+            command = ["-m", "moto.server", "-H", self.host, "-p", str(port)]
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(port)],
+            [sys.executable, *command], start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL if self.quiet else None)
         self.port = port
@@ -68,9 +82,10 @@ class S3Server:
         while True:
             if self._process.poll() is not None:
                 self._process = None
-                raise RuntimeError(f"the S3 server could not start on {self.host}:{port} (is the port taken?)")
+                raise RuntimeError(f"the S3 server could not start on {self.host}:{port} "
+                                   "(is the port taken, or its data dir unreadable?)")
             try:
-                with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1):
+                with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=5):
                     return self
             except OSError:
                 if time.monotonic() > deadline:

@@ -91,7 +91,8 @@ def trace(settings: Settings, store, creation_id: str, *, as_json: bool) -> int:
 
     reader = executions_reader_from_settings(settings)
     executions = []
-    for name in creation.execution_ids:
+    names = list(creation.execution_ids) or _labelled_executions(settings, reader, creation.id)
+    for name in names:
         try:
             execution = reader.get_json(name)
             entries = reader.get_json(f"{name}/stepEntries", {"pageSize": "1000"}).get("stepEntries", [])
@@ -115,6 +116,21 @@ def trace(settings: Settings, store, creation_id: str, *, as_json: bool) -> int:
             print(f"  {entry.get('routine', ''):<18} {entry.get('step', ''):<20} {entry.get('stepType', '').removeprefix('STEP_'):<20} "
                   f"{entry.get('state', '').removeprefix('STATE_'):<11} {took}")
     return 0
+
+
+def _labelled_executions(settings: Settings, reader, creation_id: str) -> list[str]:
+    """The executions labelled with the creation, oldest first: a Cloud Tasks trigger never learns
+    the names of the executions its tasks start, so nothing is recorded on the creation."""
+    from creations.triggers import workflow_path
+
+    workflow = workflow_path(settings.gcp_project, settings.gcp_region, settings.workflow_name)
+    try:
+        listed = reader.get_json(f"{workflow}/executions", {"filter": f'labels.creation-id="{creation_id}"',
+                                                           "pageSize": "100"}).get("executions") or []
+    except Exception as exc:  # noqa: BLE001 - the creation is still worth showing
+        print(f"phoenix ops: could not list the executions of {creation_id}: {exc}", file=sys.stderr)
+        return []
+    return [e["name"] for e in reversed(listed) if e.get("name")]   # the API lists newest first
 
 
 def _print_creation(c: Creation) -> None:

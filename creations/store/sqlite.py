@@ -101,6 +101,8 @@ class SqliteStore(Store):
         # tail under load; other processes still meet at SQLite's own lock (BEGIN IMMEDIATE).
         self._write_lock = threading.Lock()
         self._closed = False
+        # Called after each commit of this process (quick, never raising): the change feed.
+        self.commit_hooks: list[Callable[[], None]] = []
         with self._tx() as db:
             if db.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
                 for statement in _SCHEMA.split(";"):
@@ -157,6 +159,8 @@ class SqliteStore(Store):
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise StoreUnavailable(f"could not commit to the SQLite store at {self.path}: {exc}") from exc
+        for hook in list(self.commit_hooks):
+            hook()
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from localcloud.workflows.clock import RealClock
-from localcloud.workflows.errors import LoadError
-from localcloud.workflows.executions import (
-    EngineError, Engine, InvalidArgument, parse_rfc3339,
-)
+from localcloud.workflows.engine import Engine
+from localcloud.workflows.errors import EngineError, InvalidArgument, LoadError
+from localcloud.workflows.executions import parse_rfc3339
 from localcloud.workflows.loader import load_file
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -39,11 +39,20 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    # The width given, argparse does not import shutil (and what it imports) to measure it.
+    try:
+        width = os.get_terminal_size().columns - 2
+    except OSError:
+        width = 78
+    return argparse.HelpFormatter(prog, width=width)
+
+
 def _parser() -> _Parser:
-    parser = _Parser(prog="phoenix workflow",
+    parser = _Parser(prog="phoenix workflow", formatter_class=_formatter,
                      description="Run Cloud Workflows files in the local engine.")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
-    run = commands.add_parser("run", help="run a workflow file and print its result")
+    run = commands.add_parser("run", formatter_class=_formatter, help="run a workflow file and print its result")
     run.add_argument("file", help="the workflow file (YAML or JSON)")
     data = run.add_mutually_exclusive_group()
     data.add_argument("--data", metavar="JSON", help="the execution argument, as JSON text")
@@ -57,10 +66,11 @@ def _parser() -> _Parser:
                      help="keep executions in this SQLite file (default: in memory)")
     run.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
                      help="cancel the execution after this many seconds")
-    check = commands.add_parser("check", help="check a workflow file without running it")
+    check = commands.add_parser("check", formatter_class=_formatter, help="check a workflow file without running it")
     check.add_argument("file", help="the workflow file (YAML or JSON)")
-    serve = commands.add_parser("serve", help="deploy workflow files and serve the Executions "
-                                              "API (REST and gRPC) on loopback")
+    serve = commands.add_parser("serve", formatter_class=_formatter,
+                                help="deploy workflow files and serve the Executions "
+                                     "API (REST and gRPC) on loopback")
     serve.add_argument("files", nargs="+", metavar="FILE",
                        help="workflow files; each is deployed under its file name's stem")
     serve.add_argument("--port", type=int, default=0, help="REST port (default: a free one)")
@@ -188,6 +198,8 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                   file=out)
         if failed:
             return EXIT_USAGE
+        for name in engine.resume_interrupted():
+            print(f"resumed {name} (interrupted when an earlier engine stopped)", file=out)
         try:
             rest = ExecutionsServer(engine, port=args.port)
             grpc_server = ExecutionsGrpcServer(engine, port=args.grpc_port)

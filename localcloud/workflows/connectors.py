@@ -12,8 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from localcloud.workflows.errors import WorkflowError, type_error
-from localcloud.workflows.interpreter import ExecutionCancelled, system_error
+from localcloud.workflows.errors import ExecutionCancelled, WorkflowError, system_error, type_error
 
 DEFAULT_TIMEOUT = 1800
 DEFAULT_POLLING = {"initial_delay": 1.0, "multiplier": 1.25, "max_delay": 60.0}

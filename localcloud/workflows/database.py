@@ -13,9 +13,9 @@ import socket
 import sqlite3
 import threading
 from collections import deque
-from typing import Any, Iterable
+from typing import Any
 
-from localcloud.workflows.history import FAILED, IN_PROGRESS, Entry
+from localcloud.workflows.history import IN_PROGRESS, Entry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS revisions (
@@ -124,7 +124,7 @@ def owner_tag(engine_id: str) -> str:
 
 
 class Database:
-    def __init__(self, path: str, live_engines: Iterable[str] = ()):
+    def __init__(self, path: str):
         self.path = str(path)
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.lock = threading.Lock()
@@ -298,9 +298,18 @@ class Database:
         found = [dict(zip(EXECUTION_COLUMNS, r)) for r in rows]
         return [r for r in found if not is_alive(r["owner"])]
 
-    def fail_open_entries(self, execution_seq: int, now: float) -> None:
+    def end_open_entries(self, execution_seq: int, now: float, state: str) -> None:
+        """Give the entries an interrupted run left in progress their final `state`."""
         low = key_base(execution_seq)
         with self.lock:
             self.conn.execute("UPDATE step_entries SET state=?, update_time=? "
                               "WHERE key > ? AND key < ? AND state=?",
-                              (FAILED, now, low, low + (1 << KEY_SHIFT), IN_PROGRESS))
+                              (state, now, low, low + (1 << KEY_SHIFT), IN_PROGRESS))
+
+    def last_numbers(self, execution_seq: int) -> tuple[int, int]:
+        """(the last step entry id, the last log line key) stored for an execution; 0 if none."""
+        low, high = key_base(execution_seq), key_base(execution_seq + 1)
+        entry = self.execute("SELECT MAX(entry_id) FROM step_entries WHERE key > ? AND key < ?",
+                             (low, high))[0][0]
+        log = self.execute("SELECT MAX(key) FROM logs WHERE key > ? AND key < ?", (low, high))[0][0]
+        return entry or 0, log or 0

@@ -1,8 +1,10 @@
-"""Errors of the Workflows language and of loading a workflow.
+"""Every error of the local engine, in one module.
 
 A `WorkflowError` carries a value of the language: what `raise` raised (a string, a map, ...) or a
 runtime error map `{"tags": [...], "message": ...}` as Cloud Workflows builds them. It is what
-`except` catches. `LoadError` is not catchable: the workflow never started.
+`except` catches. `LoadError` is not catchable: the workflow never started. `ExecutionCancelled`
+unwinds a cancelled execution. `EngineError` and its subclasses are the engine API's answers
+(NOT_FOUND, INVALID_ARGUMENT, ...), with the status the Executions API gives them.
 """
 from __future__ import annotations
 
@@ -57,3 +59,41 @@ class LoadError(Exception):
     def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+def system_error(where: str, exc: BaseException) -> WorkflowError:
+    """A defect met while running `where` (a Python exception), as the language's SystemError."""
+    return WorkflowError.tagged("SystemError", f"{where}: {type(exc).__name__}: {exc}")
+
+
+class ExecutionCancelled(BaseException):
+    """Raised inside an execution (or a parallel branch) that was cancelled. A BaseException,
+    so neither the language's `except` nor library code catching Exception stops it."""
+
+
+# --- errors of the engine's API (not of a workflow) ---------------------------------------------
+
+class EngineError(Exception):
+    """An error of the engine's API (not of a workflow), with the Executions API status."""
+
+    status = "INTERNAL"
+    http_code = 500
+
+
+class NotFound(EngineError):
+    status = "NOT_FOUND"
+    http_code = 404
+
+
+class InvalidArgument(EngineError, ValueError):
+    status = "INVALID_ARGUMENT"
+    http_code = 400
+
+
+class FailedPrecondition(EngineError):
+    status = "FAILED_PRECONDITION"
+    http_code = 400
+
+
+class ArgumentTooLarge(InvalidArgument):
+    """The execution argument exceeds 32 KB (the ResourceLimitError of an execution start)."""

@@ -17,7 +17,8 @@ from typing import Any, Callable
 import grpc
 from google.cloud.workflows.executions_v1.types import executions as types
 
-from localcloud.workflows.executions import Engine, EngineError, InvalidArgument, NotFound
+from localcloud.workflows.engine import Engine
+from localcloud.workflows.errors import EngineError, InvalidArgument, NotFound
 
 SERVICE = "google.cloud.workflows.executions.v1.Executions"
 

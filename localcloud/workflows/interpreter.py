@@ -12,21 +12,19 @@ import threading
 from typing import Any, Callable, Mapping
 
 from localcloud.workflows import limits
-from localcloud.workflows.errors import WorkflowError, key_error, resource_limit_error, type_error
+from localcloud.workflows.errors import (
+    ExecutionCancelled,
+    WorkflowError,
+    key_error,
+    resource_limit_error,
+    system_error,
+    type_error,
+)
 from localcloud.workflows.history import History
 from localcloud.workflows.limits import estimate_size
 from localcloud.workflows.paths import assign_path
 from localcloud.workflows.stdlib import STDLIB
 from localcloud.workflows.steps import BREAK, CONTINUE, NO_DEFAULT, Goto, Program, Return, Routine
-
-
-class ExecutionCancelled(BaseException):
-    """Raised inside an execution (or a parallel branch) that was cancelled. A BaseException,
-    so neither the language's `except` nor library code catching Exception stops it."""
-
-
-def system_error(where: str, exc: BaseException) -> WorkflowError:
-    return WorkflowError.tagged("SystemError", f"{where}: {type(exc).__name__}: {exc}")
 
 
 class CancelToken:
@@ -260,26 +258,9 @@ class Frame:
                 if next(run.steps) > run.max_steps:
                     raise resource_limit_error(
                         f"the execution ran more than {run.max_steps} steps")
-                entry = history.begin(self.routine_name, step.name, kind, parent)
-                self.entry = entry
-                try:
+                with history.record(self.routine_name, step.name, kind, parent) as entry:
+                    self.entry = entry
                     signal = step.execute(self, entry)
-                except WorkflowError as error:
-                    history.fail(entry, error.value)
-                    raise
-                except ExecutionCancelled:
-                    history.cancel(entry)
-                    raise
-                except RecursionError as exc:
-                    error = WorkflowError.tagged("RecursionError", f"step '{step.name}': "
-                                                                   f"maximum recursion depth")
-                    history.fail(entry, error.value)
-                    raise error from exc
-                except Exception as exc:
-                    error = system_error(f"step '{step.name}'", exc)
-                    history.fail(entry, error.value)
-                    raise error from exc
-                history.succeed(entry)
             if signal is None:
                 signal = step.next
                 if signal is None:
@@ -304,20 +285,13 @@ class Frame:
             for index, item in enumerate(items):
                 if token.cancelled:
                     raise ExecutionCancelled(token.reason)
-                it = history.begin(self.routine_name, step.name, "STEP_FOR_ITERATION", entry,
-                                   {"progressType": "PROGRESS_TYPE_FOR", "progressNumber": index})
-                try:
+                with history.record(self.routine_name, step.name, "STEP_FOR_ITERATION", entry,
+                                    {"progressType": "PROGRESS_TYPE_FOR",
+                                     "progressNumber": index}) as iteration:
                     set_local(value_name, item)
                     if index_name is not None:
                         set_local(index_name, index)
-                    signal = self.run_block(body, it)
-                except WorkflowError as error:
-                    history.fail(it, error.value)
-                    raise
-                except ExecutionCancelled:
-                    history.cancel(it)
-                    raise
-                history.succeed(it)
+                    signal = self.run_block(body, iteration)
                 if signal is None or signal is CONTINUE:
                     continue
                 if signal is BREAK:
@@ -329,34 +303,26 @@ class Frame:
 
     def wait_retry(self, step: Any, delay: float, attempt: int, error: WorkflowError,
                    entry: Any) -> None:
-        retry = self.history.begin(self.routine_name, step.name, "STEP_RETRY", entry,
-                                   {"progressType": "PROGRESS_TYPE_RETRY",
-                                    "progressNumber": attempt, "delaySeconds": delay})
-        try:
+        meta = {"progressType": "PROGRESS_TYPE_RETRY", "progressNumber": attempt,
+                "delaySeconds": delay}
+        speed = getattr(self.run.clock, "speed", 1)
+        if speed != 1:   # a local clock that runs waits faster says so in the step history
+            meta["clockSpeed"] = speed
+        with self.history.record(self.routine_name, step.name, "STEP_RETRY", entry, meta):
             self.ctx.clock.sleep(delay)
-        except ExecutionCancelled:
-            self.history.cancel(retry)
-            raise
-        self.history.succeed(retry)
 
     def run_except(self, step: Any, error: WorkflowError, entry: Any) -> Any:
-        handler = self.history.begin(self.routine_name, step.name, "STEP_EXCEPT", entry)
         before = self.snapshot()
         try:
-            if step.except_as is not None:
-                self.set_local(step.except_as, error.value)
-            signal = None
-            if step.except_block is not None and step.except_block.steps:
-                signal = self.run_block(step.except_block, handler)
-        except WorkflowError as raised:
-            self.history.fail(handler, raised.value)
-            raise
-        except ExecutionCancelled:
-            self.history.cancel(handler)
-            raise
+            with self.history.record(self.routine_name, step.name, "STEP_EXCEPT",
+                                     entry) as handler:
+                if step.except_as is not None:
+                    self.set_local(step.except_as, error.value)
+                signal = None
+                if step.except_block is not None and step.except_block.steps:
+                    signal = self.run_block(step.except_block, handler)
         finally:
             self.drop_new(before)
-        self.history.succeed(handler)
         return signal
 
     # -- calls

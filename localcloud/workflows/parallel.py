@@ -14,10 +14,8 @@ import threading
 from typing import Any
 
 from localcloud.workflows import limits
-from localcloud.workflows.errors import WorkflowError, key_error, type_error
-from localcloud.workflows.interpreter import (
-    BranchFrame, CallContext, ExecutionCancelled, Frame, system_error,
-)
+from localcloud.workflows.errors import ExecutionCancelled, WorkflowError, key_error, type_error
+from localcloud.workflows.interpreter import BranchFrame, CallContext, Frame
 
 UNHANDLED_BRANCH_MESSAGE = ("UnhandledBranchError: one or more branches or iterations "
                             "encountered an unhandled runtime error")
@@ -125,33 +123,28 @@ class _Fanout:
         branch_frame = BranchFrame(frame, ctx, self.shared)
         if branch is not None:
             label, block = branch
-            entry = history.begin(frame.routine_name, label, "STEP_PARALLEL_BRANCH_ENTRY",
+            life = history.record(frame.routine_name, label, "STEP_PARALLEL_BRANCH_ENTRY",
                                   self.entry, {"progressType": "PROGRESS_TYPE_PARALLEL_BRANCH",
-                                               "progressNumber": index,
-                                               "threadId": str(index)})
+                                               "progressNumber": index, "threadId": str(index)},
+                                  where=f"step '{step.name}' branch {label}")
         else:
             label, block = index, step.loop.block
-            entry = history.begin(frame.routine_name, step.name, "STEP_FOR_ITERATION",
+            life = history.record(frame.routine_name, step.name, "STEP_FOR_ITERATION",
                                   self.entry, {"progressType": "PROGRESS_TYPE_PARALLEL_FOR",
-                                               "progressNumber": index,
-                                               "threadId": str(index)})
+                                               "progressNumber": index, "threadId": str(index)},
+                                  where=f"step '{step.name}' branch {label}")
         try:
-            if branch is None:
-                branch_frame.set_local(step.loop.value_name, item)
-                if step.loop.index_name is not None:
-                    branch_frame.set_local(step.loop.index_name, index)
-            branch_frame.run_block(block, entry)
-            history.succeed(entry)
-        except WorkflowError as error:
+            with life as entry:
+                if branch is None:
+                    branch_frame.set_local(step.loop.value_name, item)
+                    if step.loop.index_name is not None:
+                        branch_frame.set_local(step.loop.index_name, index)
+                branch_frame.run_block(block, entry)
+        except WorkflowError as error:   # an engine defect arrives here as a SystemError
             branch_frame.trace(error)
-            history.fail(entry, error.value)
             self.failed(label, error)
         except ExecutionCancelled:
-            history.cancel(entry)
-        except Exception as exc:  # an engine defect: fail the branch, not the process
-            error = system_error(f"step '{step.name}' branch {label}", exc)
-            history.fail(entry, error.value)
-            self.failed(label, error)
+            pass
         finally:
             branch_frame.release()
 

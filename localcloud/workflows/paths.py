@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from localcloud.workflows.errors import index_error, key_error, type_error
+from localcloud.workflows.errors import index_error, type_error
 from localcloud.workflows.expressions import compile_expression
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -140,7 +140,3 @@ _MISSING = object()
 def _tname(value: Any) -> str:
     return {type(None): "null", bool: "boolean", int: "integer", float: "double", str: "string",
             list: "list", dict: "map", bytes: "bytes"}.get(type(value), type(value).__name__)
-
-
-def missing_root(name: str) -> Exception:
-    return key_error(f"variable '{name}' is not defined")

@@ -20,7 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from localcloud.workflows.executions import Engine, EngineError, InvalidArgument, NotFound
+from localcloud.workflows.engine import Engine
+from localcloud.workflows.errors import EngineError, InvalidArgument, NotFound
 
 _PREFIX = r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/workflows/(?P<workflow>[^/]+)/executions"
 _ROUTES = [

@@ -12,16 +12,11 @@ import base64 as _b64
 import binascii
 import codecs
 import hashlib
-import hmac
-import inspect
 import math
 import re
-import uuid as _uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Protocol
-from urllib.parse import quote, quote_plus, unquote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from urllib.parse import quote, quote_plus, unquote_plus
 
 from localcloud.workflows import stdlib_http
 from localcloud.workflows import values as V
@@ -45,17 +40,23 @@ class CallContext(Protocol):
     def check_cancelled(self) -> None: ...  # raises if the execution was cancelled
 
 
-@dataclass(frozen=True)
 class StdFunction:
     """One library function. `params` are the documented argument names, in order; the first
     `required` of them must be given. `blocking` functions (HTTP, sleep, log) may only be
     called from a `call:` step, never inside an expression."""
 
-    name: str
-    fn: Callable
-    params: tuple[str, ...]
-    required: int
-    blocking: bool = False
+    __slots__ = ("name", "fn", "params", "required", "blocking")
+
+    def __init__(self, name: str, fn: Callable, params: tuple[str, ...], required: int,
+                 blocking: bool = False):
+        self.name = name
+        self.fn = fn
+        self.params = params
+        self.required = required
+        self.blocking = blocking
+
+    def __repr__(self) -> str:
+        return f"StdFunction({self.name!r}, params={self.params!r}, required={self.required})"
 
     def invoke(self, ctx: Any, args: list | None = None, kwargs: dict | None = None) -> Any:
         """Call with positional `args` (from an expression) and/or named `kwargs` (from a
@@ -89,9 +90,11 @@ STDLIB: dict[str, StdFunction] = {}
 
 
 def _register(name: str, fn: Callable, blocking: bool = False) -> None:
-    parameters = list(inspect.signature(fn).parameters.values())[1:]  # skip ctx
-    params = tuple(p.name for p in parameters)
-    required = sum(1 for p in parameters if p.default is inspect.Parameter.empty)
+    # Read from the code object (cheaper than inspect.signature, which registering ~100
+    # functions at every start would pay for): positional parameters, without ctx.
+    code = fn.__code__
+    params = code.co_varnames[1:code.co_argcount]
+    required = len(params) - len(fn.__defaults__ or ())
     STDLIB[name] = StdFunction(name, fn, params, required, blocking)
 
 
@@ -260,6 +263,8 @@ def _compute_checksum(ctx, data, algorithm):
 def _compute_hmac(ctx, key, data, algorithm):
     _want("hash.compute_hmac", "key", key, bytes)
     _want("hash.compute_hmac", "data", data, bytes)
+    import hmac
+
     return hmac.new(key, data, _hash_name("hash.compute_hmac", algorithm)).digest()
 
 
@@ -492,6 +497,8 @@ def _time_format(ctx, seconds, timezone=None):
         tz: Any = _UTC
     else:
         _want("time.format", "timezone", timezone, str)
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only when a zone is asked for
+
         try:
             tz = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -519,7 +526,9 @@ def _time_parse(ctx, value):
 @_function("uuid.generate")
 def _uuid_generate(ctx):
     """A random (version 4) UUID string."""
-    return str(_uuid.uuid4())
+    import uuid
+
+    return str(uuid.uuid4())
 
 
 # --- text --------------------------------------------------------------------------------------
@@ -565,7 +574,8 @@ def _regex(fn: str, regexp: Any) -> re.Pattern:
 
 @_function("text.find_all")
 def _text_find_all(ctx, source, substr):
-    """Every non-overlapping instance of `substr`, leftmost first: [{index, match}]."""
+    """The indexes (code points) of every non-overlapping instance of `substr`, leftmost first:
+    text.find_all("00000", "00") is [0, 2]."""
     _want("text.find_all", "source", source, str)
     _want("text.find_all", "substr", substr, str)
     if not substr:
@@ -575,7 +585,7 @@ def _text_find_all(ctx, source, substr):
         i = source.find(substr, start)
         if i < 0:
             return found
-        found.append({"index": i, "match": substr})
+        found.append(i)
         start = i + len(substr)
 
 
@@ -599,8 +609,8 @@ def _text_replace_all(ctx, source, substr, repl):
     _want("text.replace_all", "source", source, str)
     _want("text.replace_all", "substr", substr, str)
     _want("text.replace_all", "repl", repl, str)
-    if not substr:
-        raise value_error("text.replace_all: substr must not be empty")
+    # An empty substr matches at the start and after each code point (k + 1 replacements), as
+    # documented; str.replace does the same.
     return source.replace(substr, repl)
 
 
@@ -649,23 +659,30 @@ def _text_to_upper(ctx, source):
 
 @_function("text.url_encode")
 def _text_url_encode(ctx, source):
-    """Percent-encode everything but unreserved characters (space becomes %20)."""
+    """Percent-encode everything but letters, digits and .-_ (space becomes %20)."""
     _want("text.url_encode", "source", source, str)
-    return quote(source, safe="")
+    return quote(source, safe="").replace("~", "%7E")
 
 
 @_function("text.url_encode_plus")
 def _text_url_encode_plus(ctx, source):
     """Like url_encode, but a space becomes '+'."""
     _want("text.url_encode_plus", "source", source, str)
-    return quote_plus(source, safe="")
+    return quote_plus(source, safe="").replace("~", "%7E")
+
+
+_PERCENT_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 @_function("text.url_decode")
 def _text_url_decode(ctx, source):
+    """Percent escapes decoded as UTF-8, and '+' as a space."""
     _want("text.url_decode", "source", source, str)
+    if _PERCENT_ESCAPE.search(source):
+        raise value_error(f"text.url_decode: {source!r} has a % not followed by two hexadecimal "
+                          f"digits")
     try:
-        return unquote(source, errors="strict")
+        return unquote_plus(source, errors="strict")
     except UnicodeDecodeError:
         raise value_error(f"text.url_decode: {source!r} does not decode to UTF-8") from None
 

@@ -15,14 +15,12 @@ says so once per call.
 """
 from __future__ import annotations
 
-import logging
 import math
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import httpx
-
+from localcloud.workflows import limits
 from localcloud.workflows import values as V
 from localcloud.workflows.errors import (
     WorkflowError,
@@ -31,15 +29,18 @@ from localcloud.workflows.errors import (
     value_error,
 )
 
-log = logging.getLogger(__name__)
-
 DEFAULT_TIMEOUT = 300.0
 MAX_TIMEOUT = 1800.0
-MAX_RESPONSE_BYTES = 2 * 1024 * 1024
+MAX_RESPONSE_BYTES = limits.HTTP_RESPONSE_BYTES
 USER_AGENT = "GoogleCloudWorkflows; (+https://cloud.google.com/workflows/docs)"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 AUTH_TYPES = ("OIDC", "OAuth2")
 
+if TYPE_CHECKING:
+    import httpx
+
+# httpx is imported by the first request: a workflow that makes none (and the CLI checking or
+# running it) does not pay for it.
 _client: httpx.Client | None = None
 _client_lock = threading.Lock()
 
@@ -49,6 +50,8 @@ def _http_client() -> httpx.Client:
     the environment are ignored so that loopback services are always reached directly."""
     global _client
     if _client is None:
+        import httpx
+
         with _client_lock:
             if _client is None:
                 _client = httpx.Client(follow_redirects=True, trust_env=False)
@@ -149,8 +152,10 @@ def _check_auth(fn: str, url: str, auth: Any) -> None:
     if auth.get("type") not in AUTH_TYPES:
         raise value_error(f"{fn}: auth type must be one of {', '.join(AUTH_TYPES)}, "
                           f"got {auth.get('type')!r}")
-    log.info("%s %s: auth type %s accepted; no token is attached by the local engine",
-             fn, url, auth["type"])
+    import logging
+
+    logging.getLogger(__name__).info(
+        "%s %s: auth type %s accepted; no token is attached by the local engine", fn, url, auth["type"])
 
 
 # --- response decoding -------------------------------------------------------------------------
@@ -216,6 +221,8 @@ def _perform(ctx: Any, fn: str, method: str, url: Any, timeout: Any, body: Any, 
     full_url = _url_with_query(fn, url, query)
     _check_auth(fn, url, auth)
     ctx.check_cancelled()
+    import httpx
+
     try:
         with _http_client().stream(method, full_url, headers=request_headers, content=content,
                                    timeout=httpx.Timeout(seconds)) as response:

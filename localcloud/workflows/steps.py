@@ -13,7 +13,6 @@ from typing import Any
 from localcloud.workflows.errors import WorkflowError, type_error
 from localcloud.workflows.templates import Template
 
-
 # --- control signals -------------------------------------------------------------------------
 
 class Signal:

@@ -9,13 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from api_stack import SECRET, api_settings
 from fastapi.testclient import TestClient
-from tasks_server import TasksRestServer
 
 from api.auth import make_local_token
 from api.main import create_app
 from creations.model import EntryKind, Status
 from creations.storage import MediaStorage
 from creations.store.sqlite import SqliteStore
+from localcloud.cloudtasks import CloudTasksServer
 
 
 def submit(client, kind="image", prompt="a lighthouse at dusk", key=None, **kwargs):
@@ -181,7 +181,9 @@ def test_an_unreachable_engine_refunds(tmp_path, s3):
 
 
 def test_tasks_trigger_behind_the_api_dedups_a_restarted_trigger(tmp_path, s3):
-    tasks = TasksRestServer().start()
+    tasks = CloudTasksServer().start()
+    # Paused: the task stays queued to be looked at (its URL is Google's Executions API).
+    tasks.tasks.create_queue("projects/proj-test/locations/europe-west1/queues/creations-video", state="PAUSED")
     try:
         # retrigger_after_seconds tiny: a retried request counts the first as dead and triggers again.
         app, store = local_app(tmp_path, s3, trigger="tasks", tasks_endpoint=tasks.url,
@@ -196,9 +198,9 @@ def test_tasks_trigger_behind_the_api_dedups_a_restarted_trigger(tmp_path, s3):
                                 headers={"Idempotency-Key": key})
             assert first.status_code == again.status_code == 202
             assert first.json()["id"] == again.json()["id"]
-            assert len(tasks.requests) == 2          # the task was sent twice...
-            assert len(tasks.tasks) == 1             # ...and exists once (409 ALREADY_EXISTS)
-            [task] = tasks.tasks.values()
+            assert len(tasks.tasks.create_requests) == 2          # the task was sent twice...
+            queue = "projects/proj-test/locations/europe-west1/queues/creations-video"
+            [task] = tasks.tasks.list_tasks(queue)["tasks"]       # ...and exists once (409 ALREADY_EXISTS)
             assert "/queues/creations-video/tasks/" in task["name"]
             assert client.get("/v1/me").json()["tokens"] == 40
         store.close()

@@ -25,7 +25,8 @@ AUTH = {"Authorization": f"Bearer {make_local_token(UID, SECRET)}"}
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory, s3, executions):
     config = api_settings(tmp_path_factory.mktemp("fuzz"), s3, local_engine_url=executions.url,
-                          max_active_per_user=1_000_000)
+                          max_active_per_user=1_000_000,
+                          events_max_stream_seconds=0.5)  # event streams end soon: each case is read whole
     store = SqliteStore(config.sqlite_path)
     store.grant(UID, 10**9, "fuzz-grant")
     storage = MediaStorage.from_settings(config)

@@ -12,7 +12,6 @@ from executions_server import ExecutionsGrpcServer, ExecutionsRestServer
 from google.cloud import tasks_v2
 from google.cloud.workflows import executions_v1
 from google.cloud.workflows.executions_v1.services.executions.transports.grpc import ExecutionsGrpcTransport
-from tasks_server import TasksRestServer
 
 from creations.triggers import (
     ExecutionsRestClient,
@@ -23,6 +22,7 @@ from creations.triggers import (
 )
 from creations.model import Creation, CreationType
 from creations.settings import Settings
+from localcloud.cloudtasks import CloudTasksServer
 
 WORKFLOW = "projects/proj-1/locations/europe-west1/workflows/creation"
 
@@ -48,17 +48,32 @@ def grpc_server():
 
 @pytest.fixture(scope="module")
 def tasks_server():
-    server = TasksRestServer().start()
+    """The local Cloud Tasks with the two queues, paused: the tasks stay to be looked at (their
+    URL is Google's Executions API, out of reach here)."""
+    server = CloudTasksServer().start()
+    for queue in ("creations-image", "creations-video"):
+        server.tasks.create_queue(f"projects/proj-1/locations/europe-west1/queues/{queue}", state="PAUSED")
     yield server
     server.stop()
+
+
+def queued(server: CloudTasksServer) -> dict[str, dict]:
+    """Every task the queues hold, by name (the full view: with its body)."""
+    out = {}
+    for queue in ("creations-image", "creations-video"):
+        for task in server.tasks.list_tasks(f"projects/proj-1/locations/europe-west1/queues/{queue}", "FULL")["tasks"]:
+            out[task["name"]] = task
+    return out
 
 
 @pytest.fixture(autouse=True)
 def _healthy_servers(request):
     yield
-    for name in ("rest_server", "grpc_server", "tasks_server"):
+    for name in ("rest_server", "grpc_server"):
         if name in request.fixturenames:
             request.getfixturevalue(name).fail_status = None
+    if "tasks_server" in request.fixturenames:
+        request.getfixturevalue("tasks_server").tasks.unavailable = False
 
 
 def refused_port() -> int:
@@ -139,7 +154,7 @@ def test_executions_trigger_from_settings_with_http_endpoint(rest_server):
 # --- Cloud Tasks --------------------------------------------------------------------------------
 
 
-def tasks_trigger(server: TasksRestServer) -> TasksTrigger:
+def tasks_trigger(server: CloudTasksServer) -> TasksTrigger:
     settings = Settings(trigger="tasks", tasks_endpoint=server.url, gcp_project="proj-1", gcp_region="europe-west1",
                         tasks_service_account="invoker@proj-1.iam.gserviceaccount.com")
     trigger = trigger_from_settings(settings)
@@ -154,9 +169,10 @@ def test_tasks_trigger_creates_the_http_task(tasks_server):
 
     queue = "projects/proj-1/locations/europe-west1/queues/creations-video"
     name = f"{queue}/tasks/{hashlib.sha256(f'{creation.id}:3'.encode()).hexdigest()}"
-    [request] = [r for r in tasks_server.requests if r["body"]["task"]["name"] == name]
+    [request] = [r for r in tasks_server.tasks.create_requests if r["task"]["name"] == name]
     assert request["parent"] == queue
-    http = request["body"]["task"]["httpRequest"]
+    assert name in queued(tasks_server)
+    http = request["task"]["httpRequest"]
     method = http["httpMethod"]  # the REST transport sends enums as numbers
     assert (tasks_v2.HttpMethod[method] if isinstance(method, str) else tasks_v2.HttpMethod(method)) \
         == tasks_v2.HttpMethod.POST
@@ -176,19 +192,19 @@ def test_tasks_trigger_uses_the_queue_of_the_type(tasks_server):
     tasks_trigger(tasks_server).start(creation)
     name = f"projects/proj-1/locations/europe-west1/queues/creations-image/tasks/" \
            f"{hashlib.sha256(f'{creation.id}:1'.encode()).hexdigest()}"
-    assert name in tasks_server.tasks
+    assert name in queued(tasks_server)
 
 
 def test_tasks_duplicate_is_success_and_creates_nothing_more(tasks_server):
     trigger = tasks_trigger(tasks_server)
     creation = a_creation()
     trigger.start(creation)
-    before = len(tasks_server.tasks)
+    before = len(queued(tasks_server))
 
     trigger.start(creation)  # the server answers 409 ALREADY_EXISTS
 
-    assert len(tasks_server.tasks) == before
-    sent = [r for r in tasks_server.requests if r["body"]["task"]["name"].endswith(
+    assert len(queued(tasks_server)) == before
+    sent = [r for r in tasks_server.tasks.create_requests if r["task"]["name"].endswith(
         hashlib.sha256(f"{creation.id}:1".encode()).hexdigest())]
     assert len(sent) == 2
 
@@ -197,14 +213,14 @@ def test_tasks_new_attempt_is_a_new_task(tasks_server):
     trigger = tasks_trigger(tasks_server)
     creation = a_creation()
     trigger.start(creation)
-    before = len(tasks_server.tasks)
+    before = len(queued(tasks_server))
     creation.attempt = 2
     trigger.start(creation)
-    assert len(tasks_server.tasks) == before + 1
+    assert len(queued(tasks_server)) == before + 1
 
 
 def test_tasks_server_error_is_trigger_failed(tasks_server):
-    tasks_server.fail_status = 503
+    tasks_server.tasks.unavailable = True
     with pytest.raises(TriggerFailed):
         tasks_trigger(tasks_server).start(a_creation())
 

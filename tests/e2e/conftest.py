@@ -1,4 +1,4 @@
-"""The whole local stack (`devstack.stack.LocalStack`) for end-to-end tests, once per jobs mode.
+"""The whole local stack for end-to-end tests, once per jobs mode.
 
 `pipeline` is parametrized over the two jobs modes of the Cloud Run Jobs connector: "process"
 (each step is `python -m steps.<name>` in a subprocess, like a container) and "inprocess" (the
@@ -15,30 +15,12 @@ from __future__ import annotations
 from typing import Iterator
 
 import pytest
-from e2e_pipeline import INPROCESS, PROCESS, Pipeline
 
-from devstack.stack import LocalStack, StackConfig
-from localcloud.workflows import VirtualClock
+from tests.support.stack import INPROCESS, PROCESS, Stack, running_stack
 
 
 @pytest.fixture(scope="session", params=[PROCESS, INPROCESS])
-def pipeline(request, tmp_path_factory) -> Iterator[Pipeline]:
+def pipeline(request, tmp_path_factory) -> Iterator[Stack]:
     mode = request.param
-    config = StackConfig(data_dir=tmp_path_factory.mktemp(f"stack-{mode}"), port=0, jobs_mode=mode,
-                         clock=VirtualClock())
-    stack = LocalStack(config).start()
-    driver = Pipeline(stack)
-    try:
-        yield driver
-    finally:
-        driver.close()
-        stack.stop()
-
-
-@pytest.fixture(autouse=True)
-def _books_balance(request):
-    """After every test that ran creations, the ledger of the whole stack balances."""
-    yield
-    if "pipeline" in request.fixturenames:
-        findings = request.getfixturevalue("pipeline").stack.store.audit()
-        assert findings == [], f"the ledger audit found discrepancies: {findings}"
+    with running_stack(tmp_path_factory.mktemp(f"stack-{mode}"), jobs_mode=mode) as stack:
+        yield stack

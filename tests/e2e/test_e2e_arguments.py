@@ -6,7 +6,7 @@ import json
 import uuid
 
 import pytest
-from e2e_pipeline import Pipeline, jobs_started
+from tests.support.stack import Stack, jobs_started
 
 from creations.model import Creation, CreationType
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def pending(pipeline: Pipeline):
+def pending(pipeline: Stack):
     """A user and a debited, pending creation whose execution was never started."""
     user = pipeline.new_user(4)
     creation = Creation(id=Creation.new_id(), uid=user.uid, type=CreationType.IMAGE,
@@ -36,7 +36,7 @@ def pending(pipeline: Pipeline):
     (["{id}", 1], "JSON object"),
 ], ids=["empty", "no-id", "empty-id", "numeric-id", "no-attempt", "attempt-0", "string-attempt",
         "double-attempt", "list"])
-def test_a_bad_argument_fails_with_invalid_argument_and_changes_nothing(pipeline: Pipeline, pending,
+def test_a_bad_argument_fails_with_invalid_argument_and_changes_nothing(pipeline: Stack, pending,
                                                                          argument, complaint):
     user, creation = pending
     argument = json.loads(json.dumps(argument).replace("{id}", creation.id))
@@ -58,7 +58,7 @@ def test_a_bad_argument_fails_with_invalid_argument_and_changes_nothing(pipeline
     assert pipeline.store.audit() == []
 
 
-def test_a_creation_that_does_not_exist_fails_at_read_creation(pipeline: Pipeline):
+def test_a_creation_that_does_not_exist_fails_at_read_creation(pipeline: Stack):
     missing = uuid.uuid4().hex
     name = pipeline.start_workflow({"creationId": missing, "attempt": 1})
     execution = pipeline.wait(name)

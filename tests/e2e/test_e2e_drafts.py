@@ -7,7 +7,7 @@ import struct
 
 import httpx
 import pytest
-from e2e_pipeline import Pipeline, job_runs, jobs_started, retries
+from tests.support.stack import Stack, job_runs, jobs_started, retries
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -46,11 +46,11 @@ def assert_each_step_ran_once(entries: list[dict]) -> None:
     assert not any(e["routine"] == "main" and e["step"] == "refund_tokens" for e in entries)
 
 
-def test_an_image_becomes_a_draft_with_its_media_in_storage(pipeline: Pipeline):
+def test_an_image_becomes_a_draft_with_its_media_in_storage(pipeline: Stack):
     user = pipeline.new_user(5)
-    creation_id = pipeline.submit(user, "image", "a lighthouse at dawn, watercolour")
+    creation_id = pipeline.submit(user, "a lighthouse at dawn, watercolour")
 
-    outcome = pipeline.finish(user, creation_id)
+    outcome = pipeline.finish(creation_id)
 
     assert outcome.state == "SUCCEEDED", outcome.execution.get("error")
     assert outcome.execution["result"] == (
@@ -77,11 +77,11 @@ def test_an_image_becomes_a_draft_with_its_media_in_storage(pipeline: Pipeline):
     assert pipeline.store.audit() == []
 
 
-def test_a_video_becomes_a_draft_with_an_mp4_and_a_jpeg_thumbnail(pipeline: Pipeline):
+def test_a_video_becomes_a_draft_with_an_mp4_and_a_jpeg_thumbnail(pipeline: Stack):
     user = pipeline.new_user(25)
-    creation_id = pipeline.submit(user, "video", "a paper boat on a stream", durationSeconds=4)
+    creation_id = pipeline.submit(user, "a paper boat on a stream", "video", durationSeconds=4)
 
-    outcome = pipeline.finish(user, creation_id)
+    outcome = pipeline.finish(creation_id)
 
     assert outcome.state == "SUCCEEDED", outcome.execution.get("error")
     assert_each_step_ran_once(outcome.entries)

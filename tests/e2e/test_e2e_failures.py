@@ -3,23 +3,25 @@ once, a flaky provider is retried as the YAML declares, a provider that stays do
 retries; every failure is refunded exactly once."""
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from e2e_pipeline import Outcome, Pipeline, User, backoff_delays, declared_retry, job_runs, retries
+from tests.support.stack import (
+    Outcome,
+    Stack,
+    User,
+    backoff_delays,
+    declared_retry,
+    job_runs,
+    retries,
+    unique,
+)
 
 pytestmark = pytest.mark.slow
 
 
-def unique(prompt: str) -> str:
-    """The server counts #flaky calls per exact prompt text: one text per test and mode."""
-    return f"{prompt} [{uuid.uuid4().hex[:10]}]"
-
-
-def assert_refunded_once(pipeline: Pipeline, user: User, outcome: Outcome) -> None:
+def assert_refunded_once(pipeline: Stack, user: User, outcome: Outcome) -> None:
     creation_id = outcome.creation_id
     assert pipeline.balance(user) == user.granted
-    assert len(pipeline.refunds(user, creation_id)) == 1
+    assert pipeline.refunds(user, creation_id) == 1
     assert pipeline.ledger_ids(user, creation_id) == [f"{creation_id}:1:debit", f"{creation_id}:1:refund"]
     record = pipeline.store.get_creation(creation_id)
     assert record.charge == {"debited": {"1": True}, "refunded": {"1": True}}
@@ -27,17 +29,15 @@ def assert_refunded_once(pipeline: Pipeline, user: User, outcome: Outcome) -> No
     assert pipeline.store.audit() == []
 
 
-def published_objects(pipeline: Pipeline, user: User, creation_id: str) -> list[str]:
-    listing = pipeline.storage.client.list_objects_v2(
-        Bucket=pipeline.settings.s3_bucket, Prefix=f"media/{user.uid}/{creation_id}/")
-    return [o["Key"] for o in listing.get("Contents", [])]
+def published_objects(pipeline: Stack, user: User, creation_id: str) -> list[str]:
+    return pipeline.stored_keys(f"media/{user.uid}/{creation_id}/")
 
 
-def test_a_blocked_prompt_fails_at_once_with_content_policy_and_is_refunded(pipeline: Pipeline):
+def test_a_blocked_prompt_fails_at_once_with_content_policy_and_is_refunded(pipeline: Stack):
     user = pipeline.new_user(3)
-    creation_id = pipeline.submit(user, "image", unique("a storm over the sea #blocked"))
+    creation_id = pipeline.submit(user, unique("a storm over the sea #blocked"))
 
-    outcome = pipeline.finish(user, creation_id)
+    outcome = pipeline.finish(creation_id)
 
     assert outcome.state == "FAILED"
     payload = outcome.error_payload
@@ -58,11 +58,11 @@ def test_a_blocked_prompt_fails_at_once_with_content_policy_and_is_refunded(pipe
     assert_refunded_once(pipeline, user, outcome)
 
 
-def test_a_flaky_provider_is_retried_with_the_declared_backoff_and_succeeds(pipeline: Pipeline):
+def test_a_flaky_provider_is_retried_with_the_declared_backoff_and_succeeds(pipeline: Stack):
     user = pipeline.new_user(3)
-    creation_id = pipeline.submit(user, "image", unique("a windmill in the fog #flaky"))
+    creation_id = pipeline.submit(user, unique("a windmill in the fog #flaky"))
 
-    outcome = pipeline.finish(user, creation_id)
+    outcome = pipeline.finish(creation_id)
 
     assert outcome.state == "SUCCEEDED", outcome.execution.get("error")
     runs = job_runs(outcome.entries, "generate_media")
@@ -79,15 +79,15 @@ def test_a_flaky_provider_is_retried_with_the_declared_backoff_and_succeeds(pipe
     assert outcome.creation["status"] == "draft"
     assert outcome.creation["media"]["contentType"] == "image/png"
     assert pipeline.balance(user) == user.granted - pipeline.settings.cost_image
-    assert pipeline.refunds(user, creation_id) == []
+    assert pipeline.refunds(user, creation_id) == 0
     assert pipeline.store.audit() == []
 
 
-def test_a_provider_that_stays_down_exhausts_the_retries_and_is_refunded_once(pipeline: Pipeline):
+def test_a_provider_that_stays_down_exhausts_the_retries_and_is_refunded_once(pipeline: Stack):
     user = pipeline.new_user(3)
-    creation_id = pipeline.submit(user, "image", unique("a quiet harbour #down"))
+    creation_id = pipeline.submit(user, unique("a quiet harbour #down"))
 
-    outcome = pipeline.finish(user, creation_id)
+    outcome = pipeline.finish(creation_id)
 
     assert outcome.state == "FAILED"
     retry = declared_retry("generate_media")

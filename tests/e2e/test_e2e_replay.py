@@ -2,10 +2,16 @@
 checkpoints (no second generation), reaches draft, and the user pays exactly once net."""
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from e2e_pipeline import Pipeline, backoff_delays, creation_record, declared_retry, job_runs, retries
+from tests.support.stack import (
+    Stack,
+    backoff_delays,
+    creation_record,
+    declared_retry,
+    job_runs,
+    marker,
+    retries,
+)
 
 from creations.triggers import trigger_from_settings
 from creations.replay import prepare_replay
@@ -13,21 +19,19 @@ from creations.replay import prepare_replay
 pytestmark = pytest.mark.slow
 
 
-def staging_keys(pipeline: Pipeline, creation_id: str) -> list[str]:
-    listing = pipeline.storage.client.list_objects_v2(
-        Bucket=pipeline.settings.s3_bucket, Prefix=f"{pipeline.storage.staging_prefix}{creation_id}/")
-    return sorted(o["Key"] for o in listing.get("Contents", []))
+def staging_keys(pipeline: Stack, creation_id: str) -> list[str]:
+    return pipeline.stored_keys(f"{pipeline.storage.staging_prefix}{creation_id}/")
 
 
-def test_a_replay_after_an_upload_outage_reuses_the_generation_and_charges_once(pipeline: Pipeline):
+def test_a_replay_after_an_upload_outage_reuses_the_generation_and_charges_once(pipeline: Stack):
     user = pipeline.new_user(5)
     cost = pipeline.settings.cost_image
-    marker = f"[outage-{uuid.uuid4().hex[:10]}]"
+    tag = marker()
 
     # Attempt 1: generated and thumbnailed, then object storage is unreachable for the upload.
-    with pipeline.upload_outage(marker):
-        creation_id = pipeline.submit(user, "image", f"a red kite over the downs {marker}")
-        first = pipeline.finish(user, creation_id)
+    with pipeline.upload_outage(tag):
+        creation_id = pipeline.submit(user, f"a red kite over the downs {tag}")
+        first = pipeline.finish(creation_id)
     assert first.state == "FAILED"
     payload = first.error_payload
     assert (payload["code"], payload["step"], payload["refunded"]) == ("STORAGE_ERROR", "upload", True)
@@ -48,7 +52,7 @@ def test_a_replay_after_an_upload_outage_reuses_the_generation_and_charges_once(
         name = trigger.start(replayed)
     finally:
         trigger.close()
-    second = pipeline.finish(user, creation_id, name)
+    second = pipeline.finish(creation_id, name)
 
     assert second.state == "SUCCEEDED", second.execution.get("error")
     assert second.creation["status"] == "draft" and second.creation["attempt"] == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from ops_stack import OpsStack, User, marker
+from tests.support.stack import Stack, User, marker
 
 from creations.model import Status
 
@@ -12,20 +12,20 @@ pytestmark = pytest.mark.xdist_group("ops")
 
 
 @pytest.fixture(scope="module")
-def draft(ops_stack: OpsStack) -> tuple[User, str]:
-    user = ops_stack.new_user(5)
-    creation_id = ops_stack.submit(user, "a lighthouse at dusk")
-    assert ops_stack.finish(creation_id)["state"] == "SUCCEEDED"
+def draft(stack: Stack) -> tuple[User, str]:
+    user = stack.new_user(5)
+    creation_id = stack.submit(user, "a lighthouse at dusk")
+    assert stack.finish(creation_id).state == "SUCCEEDED"
     return user, creation_id
 
 
-def fail_upload(ops_stack: OpsStack, user: User, prompt: str) -> str:
+def fail_upload(stack: Stack, user: User, prompt: str) -> str:
     """A creation that was generated and thumbnailed, then failed (retryably) at its upload."""
     tag = marker()
-    with ops_stack.upload_outage(tag):
-        creation_id = ops_stack.submit(user, f"{prompt} {tag}")
-        assert ops_stack.finish(creation_id)["state"] == "FAILED"
-    creation = ops_stack.creation(creation_id)
+    with stack.upload_outage(tag):
+        creation_id = stack.submit(user, f"{prompt} {tag}")
+        assert stack.finish(creation_id).state == "FAILED"
+    creation = stack.creation(creation_id)
     assert creation.status is Status.FAILED
     assert (creation.error.code, creation.error.step, creation.error.retryable) == ("STORAGE_ERROR", "upload", True)
     return creation_id
@@ -34,9 +34,9 @@ def fail_upload(ops_stack: OpsStack, user: User, prompt: str) -> str:
 # --- trace -----------------------------------------------------------------------------------
 
 
-def test_trace_of_a_draft_shows_the_creation_its_execution_and_step_entries(ops, ops_stack, draft):
+def test_trace_of_a_draft_shows_the_creation_its_execution_and_step_entries(ops, stack, draft):
     _, creation_id = draft
-    name = ops_stack.execution_name(creation_id)
+    name = stack.execution_name(creation_id)
     run = ops("trace", creation_id)
     assert run.code == 0, run.err
     assert f"creation {creation_id}" in run.out
@@ -51,16 +51,16 @@ def test_trace_of_a_draft_shows_the_creation_its_execution_and_step_entries(ops,
     assert all(r[3] == "SUCCEEDED" for r in rows if r[0] == "main" and r[2] == "SUBWORKFLOW_CALL")
 
 
-def test_trace_json_holds_the_creation_and_every_step_entry(ops, ops_stack, draft):
+def test_trace_json_holds_the_creation_and_every_step_entry(ops, stack, draft):
     _, creation_id = draft
     run = ops("trace", creation_id, "--json")
     assert run.code == 0, run.err
     doc = json.loads(run.out)
     assert doc["creation"]["id"] == creation_id and doc["creation"]["status"] == "draft"
     [execution] = doc["executions"]
-    assert execution["execution"]["name"] == ops_stack.execution_name(creation_id)
+    assert execution["execution"]["name"] == stack.execution_name(creation_id)
     assert execution["execution"]["state"] == "SUCCEEDED"
-    assert execution["stepEntries"] == ops_stack.engine.step_entries(execution["execution"]["name"])
+    assert execution["stepEntries"] == stack.engine.step_entries(execution["execution"]["name"])
 
 
 def test_trace_of_an_unknown_creation_exits_1(ops):
@@ -73,31 +73,31 @@ def test_trace_of_an_unknown_creation_exits_1(ops):
 # --- replay ----------------------------------------------------------------------------------
 
 
-def test_replay_after_an_upload_failure_reaches_draft_paying_once_without_a_second_generation(ops, ops_stack):
-    user = ops_stack.new_user(5)
-    cost = ops_stack.settings.cost_image
-    creation_id = fail_upload(ops_stack, user, "a red kite over the downs")
-    assert ops_stack.store.balance(user.uid) == user.granted          # attempt 1 was refunded
-    generated = ops_stack.creation(creation_id).checkpoint("generate")
+def test_replay_after_an_upload_failure_reaches_draft_paying_once_without_a_second_generation(ops, stack):
+    user = stack.new_user(5)
+    cost = stack.settings.cost_image
+    creation_id = fail_upload(stack, user, "a red kite over the downs")
+    assert stack.store.balance(user.uid) == user.granted          # attempt 1 was refunded
+    generated = stack.creation(creation_id).checkpoint("generate")
     assert generated is not None and generated.attempt == 1
 
     run = ops("replay", creation_id)
     assert run.code == 0, run.out + run.err
-    replayed = ops_stack.creation(creation_id)
+    replayed = stack.creation(creation_id)
     assert replayed.attempt == 2 and len(replayed.execution_ids) == 2
     assert run.line_about(creation_id).endswith(f"attempt 2 started {replayed.execution_ids[-1]}")
-    assert ops_stack.wait(replayed.execution_ids[-1])["state"] == "SUCCEEDED"
+    assert stack.wait(replayed.execution_ids[-1])["state"] == "SUCCEEDED"
 
-    done = ops_stack.creation(creation_id)
+    done = stack.creation(creation_id)
     assert done.status is Status.DRAFT and done.attempt == 2
     # No second generation: attempt 2 reused attempt 1's original, and published it.
     assert done.checkpoint("generate").attempt == 1
     assert done.checkpoint("generate").output == generated.output
     assert done.media["sha256"] == generated.output["sha256"]
     # One net payment: debit 1, refund 1, debit 2.
-    assert ops_stack.ledger_ids(user, creation_id) == [
+    assert stack.ledger_ids(user, creation_id) == [
         f"{creation_id}:1:debit", f"{creation_id}:1:refund", f"{creation_id}:2:debit"]
-    assert ops_stack.store.balance(user.uid) == user.granted - cost
+    assert stack.store.balance(user.uid) == user.granted - cost
 
     # The trace now shows both executions, the failed one first.
     trace = ops("trace", creation_id)
@@ -105,14 +105,14 @@ def test_replay_after_an_upload_failure_reaches_draft_paying_once_without_a_seco
     assert [line.split()[1] for line in trace.out.splitlines() if line.startswith("  state ")] == ["FAILED", "SUCCEEDED"]
 
 
-def test_bulk_replay_dry_run_lists_only_replayable_failures_and_changes_nothing(ops, ops_stack):
-    user = ops_stack.new_user(5)
-    retryable = fail_upload(ops_stack, user, "a field of poppies")
-    refused = ops_stack.submit(user, f"a #blocked scene {marker()}")
-    assert ops_stack.finish(refused)["state"] == "FAILED"
-    assert ops_stack.creation(refused).error.code == "CONTENT_POLICY"
-    before = {cid: ops_stack.creation(cid).to_dict() for cid in (retryable, refused)}
-    balance = ops_stack.store.balance(user.uid)
+def test_bulk_replay_dry_run_lists_only_replayable_failures_and_changes_nothing(ops, stack):
+    user = stack.new_user(5)
+    retryable = fail_upload(stack, user, "a field of poppies")
+    refused = stack.submit(user, f"a #blocked scene {marker()}")
+    assert stack.finish(refused).state == "FAILED"
+    assert stack.creation(refused).error.code == "CONTENT_POLICY"
+    before = {cid: stack.creation(cid).to_dict() for cid in (retryable, refused)}
+    balance = stack.store.balance(user.uid)
 
     run = ops("replay", "--failed", "--dry-run")
     assert run.code == 0, run.err
@@ -123,34 +123,34 @@ def test_bulk_replay_dry_run_lists_only_replayable_failures_and_changes_nothing(
     assert only_policy.code == 0
     assert refused in only_policy.out and retryable not in only_policy.out
 
-    assert {cid: ops_stack.creation(cid).to_dict() for cid in (retryable, refused)} == before
-    assert ops_stack.store.balance(user.uid) == balance
+    assert {cid: stack.creation(cid).to_dict() for cid in (retryable, refused)} == before
+    assert stack.store.balance(user.uid) == balance
 
 
-def test_replay_of_a_draft_is_refused(ops, ops_stack, draft):
+def test_replay_of_a_draft_is_refused(ops, stack, draft):
     user, creation_id = draft
-    before = ops_stack.creation(creation_id).to_dict()
+    before = stack.creation(creation_id).to_dict()
     run = ops("replay", creation_id)
     assert run.code == 1
     assert run.line_about(creation_id) == (
         f"  {creation_id}: not replayed: creation {creation_id} is draft; only a failed creation can be replayed")
-    assert ops_stack.creation(creation_id).to_dict() == before
+    assert stack.creation(creation_id).to_dict() == before
 
 
-def test_replay_of_a_running_creation_is_refused_and_it_still_finishes(ops, ops_stack):
-    user = ops_stack.new_user(5)
+def test_replay_of_a_running_creation_is_refused_and_it_still_finishes(ops, stack):
+    user = stack.new_user(5)
     tag = marker()
-    with ops_stack.held("generate-image", tag) as gate:
-        creation_id = ops_stack.submit(user, f"a paper boat on a pond {tag}")
+    with stack.held("generate-image", tag) as gate:
+        creation_id = stack.submit(user, f"a paper boat on a pond {tag}")
         assert gate.reached.wait(30)
         run = ops("replay", creation_id)
         assert run.code == 1
         assert "is processing; only a failed creation can be replayed" in run.line_about(creation_id)
-        held = ops_stack.creation(creation_id)
+        held = stack.creation(creation_id)
         assert (held.status, held.attempt, len(held.execution_ids)) == (Status.PROCESSING, 1, 1)
-    assert ops_stack.finish(creation_id)["state"] == "SUCCEEDED"
-    assert ops_stack.creation(creation_id).status is Status.DRAFT
-    assert ops_stack.ledger_ids(user, creation_id) == [f"{creation_id}:1:debit"]
+    assert stack.finish(creation_id).state == "SUCCEEDED"
+    assert stack.creation(creation_id).status is Status.DRAFT
+    assert stack.ledger_ids(user, creation_id) == [f"{creation_id}:1:debit"]
 
 
 @pytest.mark.parametrize("argv", [

@@ -58,3 +58,63 @@ def test_real_sleep_ends_when_interrupted():
     clock.sleep(30, stop)
     assert time.monotonic() - started < 10
     assert abs(clock.now() - time.time()) < 1
+
+
+RETRIED_TWICE = """\
+main:
+  steps:
+    - init:
+        assign:
+          - tries: 0
+    - flaky:
+        try:
+          steps:
+            - count:
+                assign:
+                  - tries: ${tries + 1}
+            - fail_twice:
+                switch:
+                  - condition: ${tries < 3}
+                    raise: not yet
+        retry:
+          predicate: ${retry.always}
+          max_retries: 2
+          backoff: {initial_delay: 600, max_delay: 600, multiplier: 1}
+    - done:
+        return: ${tries}
+"""
+
+
+def test_a_faster_real_clock_runs_declared_backoffs_sooner_and_every_report_says_so():
+    from localcloud.workflows import Engine
+
+    with Engine(clock=RealClock(speed=10_000)) as engine:
+        engine.deploy("flaky", RETRIED_TWICE)
+        # Two backoffs of 600 s each: at 10,000x they take 0.12 s of wall time in all.
+        execution = engine.run("flaky", timeout=60)
+        assert execution["state"] == "SUCCEEDED" and execution["result"] == "3"
+        assert execution["localStats"]["clockSpeed"] == 10_000
+        retries = [e for e in engine.step_entries(execution["name"]) if e["stepType"] == "STEP_RETRY"]
+        assert [e["details"] for e in retries] == [{"delaySeconds": 600, "clockSpeed": 10_000}] * 2
+        notice = engine.logs(execution["name"])[0]
+        assert notice["severity"] == "NOTICE" and "10000x faster" in notice["textPayload"]
+
+
+def test_the_wall_clock_reports_no_speed():
+    from localcloud.workflows import Engine
+
+    with Engine(clock=RealClock()) as engine:
+        engine.deploy("quick", "- done:\n    return: 1\n")
+        execution = engine.run("quick", timeout=30)
+        assert "clockSpeed" not in execution["localStats"]
+        assert engine.logs(execution["name"]) == []
+
+
+def test_a_clock_speed_must_be_positive():
+    for speed in (0, -2, "fast"):
+        try:
+            RealClock(speed=speed)
+        except ValueError as exc:
+            assert "positive number" in str(exc)
+        else:
+            raise AssertionError(f"RealClock(speed={speed!r}) was accepted")

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from localcloud.workflows import ConnectorRegistry, Engine, LoadError, VirtualClock, WorkflowError
-from localcloud.workflows.loader import parse_document
+from localcloud.workflows.source import parse_document
 
 CASES_DIR = Path(__file__).parent / "conformance"
 

@@ -170,15 +170,16 @@ main:
         second.shutdown()
 
 
-def test_executions_of_a_dead_engine_are_marked_failed(tmp_path: Path):
-    db = tmp_path / "workflows.db"
+def _kill_engine_mid_sleep(db: Path, source: str, argument: dict) -> str:
+    """Start `source` in an engine in another process, SIGKILL it once the execution sleeps in
+    step 'wait'; returns the execution's name."""
     script = f"""
 import sys, time
 sys.path.insert(0, {str(REPO)!r})
 from localcloud.workflows import Engine
 engine = Engine(db_path={str(db)!r})
-engine.deploy("sleepy", {SLEEPY!r})
-name = engine.start("sleepy")
+engine.deploy("sleepy", {source!r})
+name = engine.start("sleepy", {argument!r})
 while engine.get_execution(name)["state"] != "ACTIVE":
     time.sleep(0.01)
 while engine.get_execution(name).get("status", {{}}).get("currentSteps", [{{}}])[0].get("step") != "wait":
@@ -194,15 +195,47 @@ time.sleep(60)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+    return name
+
+
+def test_an_execution_interrupted_by_a_dead_engine_runs_again_from_its_start(tmp_path: Path):
+    db = tmp_path / "workflows.db"
+    source = ("main:\n  params: [args]\n  steps:\n"
+              "    - note: {call: sys.log, args: {text: going to sleep}}\n"
+              "    - wait: {call: sys.sleep, args: {seconds: 30}}\n"
+              "    - done: {return: '${args}'}\n")
+    name = _kill_engine_mid_sleep(db, source, {"n": 7})
+    engine = Engine(db_path=db, clock=VirtualClock())
+    try:
+        assert engine.get_execution(name)["state"] == "ACTIVE"   # nobody has resumed it yet
+        assert engine.resume_interrupted() == [name]
+        execution = engine.wait(name, timeout=30)
+        assert execution["state"] == "SUCCEEDED"
+        assert json.loads(execution["result"]) == {"n": 7}       # the same argument
+        entries = [(e["entryId"], e["step"], e["state"]) for e in engine.step_entries(name)]
+        assert entries == [("1", "note", "STATE_SUCCEEDED"), ("2", "wait", "STATE_CANCELLED"),
+                           ("3", "note", "STATE_SUCCEEDED"), ("4", "wait", "STATE_SUCCEEDED"),
+                           ("5", "done", "STATE_SUCCEEDED")]
+        logs = [line.get("textPayload") for line in engine.logs(name)]
+        assert logs[0] == "going to sleep" and logs[2] == "going to sleep"
+        assert "runs again from its first step with the same argument" in logs[1]
+        assert engine.resume_interrupted() == []                # resumed once
+    finally:
+        engine.shutdown()
+
+
+def test_an_interrupted_execution_whose_revision_no_longer_loads_fails(tmp_path: Path):
+    db = tmp_path / "workflows.db"
+    name = _kill_engine_mid_sleep(db, SLEEPY, {})
     engine = Engine(db_path=db)
     try:
+        engine.db.execute("UPDATE revisions SET source = '- broken: {retyr: 1}'")
+        assert engine.resume_interrupted() == []
         execution = engine.get_execution(name)
         assert execution["state"] == "FAILED"
         payload = json.loads(execution["error"]["payload"])
         assert payload["tags"] == ["SystemError"]
-        assert "the local engine stopped while this execution was ACTIVE" in payload["message"]
-        states = {e["step"]: e["state"] for e in engine.step_entries(name)}
-        assert states == {"note": "STATE_SUCCEEDED", "wait": "STATE_FAILED"}
+        assert "no longer loads" in payload["message"]
     finally:
         engine.shutdown()
 
@@ -217,10 +250,12 @@ def test_second_engine_on_same_file_leaves_running_executions_alone(tmp_path: Pa
         first.deploy("w", "- c:\n    call: googleapis.test.v1.block\n    result: r\n"
                           "- d:\n    return: ${r}\n")
         name = first.start("w")
-        wait_for(lambda: first.get_execution(name)["state"] == "ACTIVE")
+        # Until the stored row says ACTIVE (what a second engine reads), not only the live record.
+        wait_for(lambda: first.db.execution(name.rsplit("/", 1)[1])["state"] == "ACTIVE")
         second = Engine(db_path=db)
         try:
             assert second.get_execution(name)["state"] == "ACTIVE"
+            assert second.resume_interrupted() == []     # running elsewhere: not interrupted
         finally:
             second.shutdown()
         release.set()

@@ -290,10 +290,9 @@ def test_text_substring_needs_integers():
 
 
 def test_text_find_all():
-    assert call("text.find_all", "banana", "an") == [{"index": 1, "match": "an"},
-                                                     {"index": 3, "match": "an"}]
-    assert call("text.find_all", "aaaa", "aa") == [{"index": 0, "match": "aa"},
-                                                   {"index": 2, "match": "aa"}]
+    assert call("text.find_all", "banana", "an") == [1, 3]
+    assert call("text.find_all", "aaaa", "aa") == [0, 2]
+    assert call("text.find_all", "héllo", "l") == [2, 3]          # code points, not bytes
     assert call("text.find_all", "abc", "x") == []
     assert tag_of("text.find_all", "abc", "") == "ValueError"
 
@@ -313,14 +312,19 @@ def test_text_case_and_replace():
     assert call("text.to_upper", "abé") == "ABÉ"
     assert call("text.to_lower", "ABÉ") == "abé"
     assert call("text.replace_all", "a-b-c", "-", "+") == "a+b+c"
+    assert call("text.replace_all", "ab", "", "-") == "-a-b-"      # k + 1 replacements
     assert tag_of("text.to_upper", None) == "TypeError"
 
 
 def test_text_url_encoding():
     assert call("text.url_encode", "a b/c?d=é&") == "a%20b%2Fc%3Fd%3D%C3%A9%26"
     assert call("text.url_encode_plus", "a b/c") == "a+b%2Fc"
+    assert call("text.url_encode", "a~b") == "a%7Eb"                 # only .-_ stay as they are
     assert call("text.url_decode", "a%20b%2Fc%C3%A9") == "a b/cé"
+    assert call("text.url_decode", "a+b") == "a b"
     assert tag_of("text.url_decode", "%ff") == "ValueError"
+    assert tag_of("text.url_decode", "100%") == "ValueError"
+    assert tag_of("text.url_decode", "%zz") == "ValueError"
 
 
 def test_text_encode_decode():

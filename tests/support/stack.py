@@ -1,5 +1,11 @@
-"""Drives a running LocalStack the way its users do: a user through the HTTP API, an operator
-through the engine (executions, step entries) and the store, and reads what the YAML declares.
+"""The local stack for tests, and the ways a test reaches into it.
+
+`running_stack(data_dir, jobs_mode=..., clock=...)` starts `devstack.stack.LocalStack` on free
+ports (a VirtualClock by default, so the workflow's backoffs cost no wall time) and yields a
+`Stack`: users who submit through the HTTP API, executions and step entries from the engine, the
+ledger from the store, and the stack's fault switches (`devstack.faults`) to break chosen jobs.
+
+Every Stack a test touched has its ledger audited after the test (the root conftest).
 """
 from __future__ import annotations
 
@@ -7,11 +13,11 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,19 +29,42 @@ import yaml
 from api.auth import make_local_token
 from creations.model import Creation, EntryKind
 from creations.pipeline import StepServices
-from devstack.jobs import JOBS_RUN, JobsRunner
-from devstack.stack import ROOT, WORKFLOW_FILE, WORKFLOW_ID, LocalStack, settings_env
+from devstack.faults import Fault, Hold, closed_port  # noqa: F401 - closed_port is part of the kit
+from devstack.stack import ROOT, WORKFLOW_FILE, WORKFLOW_ID, LocalStack, StackConfig, settings_env
+from localcloud.workflows import VirtualClock
+
+EXECUTION_TIMEOUT = 90.0     # seconds of wall time an execution may take before a test gives up
+TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+
 
 def mode_param(mode: str):
-    """A jobs mode of the `pipeline` fixture; each mode's tests form one xdist group, so its stack
-    starts once per worker under `--dist loadgroup`."""
+    """A jobs mode of a parametrized stack fixture; each mode's tests form one xdist group, so its
+    stack starts once per worker under `--dist loadgroup`."""
     return pytest.param(mode, id=mode, marks=pytest.mark.xdist_group(f"e2e_{mode}"))
 
 
 PROCESS = mode_param("process")
 INPROCESS = mode_param("inprocess")
-EXECUTION_TIMEOUT = 90.0     # seconds of wall time an execution may take before a test gives up
-TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+@contextlib.contextmanager
+def running_stack(data_dir: Path, *, jobs_mode: str = "inprocess", clock: str = "virtual",
+                  **config: Any) -> Iterator[Stack]:
+    """A started LocalStack under `data_dir`, stopped on leaving. `clock` is "virtual" or "real";
+    in-process jobs log to DATA_DIR/jobs.log so a test's stdout holds only what it printed."""
+    if clock not in ("virtual", "real"):
+        raise ValueError(f"clock must be 'virtual' or 'real', not {clock!r}")
+    data_dir = Path(data_dir)
+    config.setdefault("inprocess_log", data_dir / "jobs.log")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(StackConfig(data_dir=data_dir, port=0, jobs_mode=jobs_mode,
+                                   clock=VirtualClock() if clock == "virtual" else None, **config)).start()
+    driver = Stack(stack)
+    try:
+        yield driver
+    finally:
+        driver.close()
+        stack.stop()
 
 
 @dataclass
@@ -51,7 +80,7 @@ class Outcome:
 
     creation_id: str
     execution: dict
-    creation: dict            # GET /v1/creations/{id}
+    creation: dict            # GET /v1/creations/{id}, as the creation's owner sees it
     entries: list[dict]       # the execution's step entries
 
     @property
@@ -64,8 +93,19 @@ class Outcome:
         return json.loads(self.execution["error"]["payload"])
 
 
-class Pipeline:
-    """One LocalStack, and the ways a test reaches into it."""
+_live: weakref.WeakSet[Stack] = weakref.WeakSet()
+
+
+def touched_stacks() -> list[Stack]:
+    """The stacks used since the last call (the root conftest audits them after each test)."""
+    out = [s for s in list(_live) if s.touched]
+    for stack in out:
+        stack.touched = False
+    return out
+
+
+class Stack:
+    """One LocalStack and the ways a test reaches into it."""
 
     def __init__(self, stack: LocalStack):
         self.stack = stack
@@ -74,18 +114,29 @@ class Pipeline:
         self.store = stack.store
         self.storage = stack.storage
         self.settings = stack.settings
+        self.faults = stack.faults
+        self.touched = False
+        self._owners: dict[str, User] = {}
         self._clients: list[httpx.Client] = []
         self._services: StepServices | None = None
+        _live.add(self)
 
     def close(self) -> None:
         for client in self._clients:
             client.close()
         if self._services is not None:
             self._services.close()
+        _live.discard(self)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.stack.config.data_dir
 
     # --- users and the API ---------------------------------------------------------------
 
     def new_user(self, tokens: int) -> User:
+        """A user granted `tokens`, with an HTTP client that carries their bearer token."""
+        self.touched = True
         uid = f"user-{uuid.uuid4().hex[:12]}"
         self.store.grant(uid, tokens, f"grant:{uid}")
         token = make_local_token(uid, self.settings.local_auth_secret)
@@ -94,14 +145,24 @@ class Pipeline:
         self._clients.append(client)
         return User(uid=uid, granted=tokens, http=client)
 
-    def submit(self, user: User, type_: str, prompt: str, **options: Any) -> str:
-        """POST /v1/creations; returns the creation id (the API debits and starts the execution)."""
+    def post_creation(self, user: User, prompt: str, type_: str = "image", *,
+                      idempotency_key: str | None = None, **options: Any) -> httpx.Response:
+        """POST /v1/creations as `user`; the answer as it came."""
+        self.touched = True
         body: dict[str, Any] = {"type": type_, "prompt": prompt}
         if options:
             body["options"] = options
-        response = user.http.post("/v1/creations", json=body)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
+        return user.http.post("/v1/creations", json=body, headers=headers)
+
+    def submit(self, user: User, prompt: str, type_: str = "image", *,
+               idempotency_key: str | None = None, **options: Any) -> str:
+        """POST /v1/creations, accepted; returns the creation id (the API debits and starts the execution)."""
+        response = self.post_creation(user, prompt, type_, idempotency_key=idempotency_key, **options)
         assert response.status_code == 202, response.text
-        return response.json()["id"]
+        creation_id = response.json()["id"]
+        self._owners[creation_id] = user
+        return creation_id
 
     def balance(self, user: User) -> int:
         response = user.http.get("/v1/me")
@@ -113,13 +174,36 @@ class Pipeline:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def creation(self, creation_id: str) -> Creation:
+        """The creation's record in the store."""
+        return creation_record(self.store, creation_id)
+
     # --- executions ----------------------------------------------------------------------
 
-    def execution_name(self, creation_id: str) -> str:
-        """The latest execution the API recorded for the creation."""
-        creation = self.store.get_creation(creation_id)
-        assert creation is not None and creation.execution_ids, f"no execution recorded for {creation_id}"
-        return creation.execution_ids[-1]
+    def execution_name(self, creation_id: str, timeout: float = 30.0) -> str:
+        """The latest execution recorded for the creation; with the Cloud Tasks trigger (which
+        cannot know the name) the latest execution labelled with the creation's id and current
+        attempt, once its task has been delivered."""
+        creation = self.creation(creation_id)
+        if creation.execution_ids:
+            return creation.execution_ids[-1]
+        assert self.settings.trigger == "tasks", f"no execution recorded for {creation_id}"
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.executions_of(creation_id, creation.attempt)
+            if found:
+                return found[-1]["name"]
+            assert time.monotonic() < deadline, \
+                f"no execution of {creation_id} attempt {creation.attempt} within {timeout:g} s"
+            time.sleep(0.02)
+
+    def executions_of(self, creation_id: str, attempt: int | None = None) -> list[dict]:
+        """The executions labelled with the creation's id (and attempt), oldest first."""
+        text = f'labels.creation-id="{creation_id}"'
+        if attempt is not None:
+            text += f' AND labels.attempt="{attempt}"'
+        found, _ = self.engine.list_executions(WORKFLOW_ID, filter=text, order_by="createTime")
+        return found
 
     def wait(self, name: str, timeout: float = EXECUTION_TIMEOUT) -> dict:
         execution = self.engine.wait(name, timeout=timeout)
@@ -127,23 +211,67 @@ class Pipeline:
             f"execution {name} is still {execution['state']} after {timeout:g} s"
         return execution
 
-    def finish(self, user: User, creation_id: str, name: str | None = None) -> Outcome:
-        """Wait for the creation's execution (or `name`) to end and read what it left."""
+    def finish(self, creation_id: str, name: str | None = None) -> Outcome:
+        """Wait for the creation's latest execution (or `name`) to end and read what it left."""
         name = name or self.execution_name(creation_id)
         execution = self.wait(name)
-        return Outcome(creation_id, execution, self.creation_out(user, creation_id), self.engine.step_entries(name))
+        owner = self._owners.get(creation_id)
+        out = self.creation_out(owner, creation_id) if owner is not None else {}
+        return Outcome(creation_id, execution, out, self.engine.step_entries(name))
+
+    def wait_for_step(self, name: str, step: str, state: str = "STATE_IN_PROGRESS",
+                      timeout: float = EXECUTION_TIMEOUT) -> None:
+        """Until the workflow step `step` (a run_step call of main) is in `state`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = job_runs(self.engine.step_entries(name), step)
+            if runs and runs[-1]["state"] == state:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"{step} of {name} did not reach {state} within {timeout:g} s")
 
     def start_workflow(self, argument: Any) -> str:
+        self.touched = True
         return self.engine.start(WORKFLOW_ID, argument)
 
     # --- money ---------------------------------------------------------------------------
 
     def ledger_ids(self, user: User, creation_id: str) -> list[str]:
+        """The ids of the user's ledger entries for the creation, oldest first."""
         return [e.id for e in self.store.ledger(user.uid) if e.creation_id == creation_id]
 
-    def refunds(self, user: User, creation_id: str) -> list:
-        return [e for e in self.store.ledger(user.uid)
-                if e.creation_id == creation_id and e.kind is EntryKind.REFUND]
+    def refunds(self, user: User, creation_id: str) -> int:
+        """How many refunds the user's ledger holds for the creation."""
+        return sum(1 for e in self.store.ledger(user.uid)
+                   if e.creation_id == creation_id and e.kind is EntryKind.REFUND)
+
+    def audit(self) -> list:
+        """The ledger audit's findings over the whole stack ([] when the books balance)."""
+        return self.store.audit()
+
+    # --- media ---------------------------------------------------------------------------
+
+    def stored_keys(self, prefix: str) -> list[str]:
+        listing = self.storage.client.list_objects_v2(Bucket=self.settings.s3_bucket, Prefix=prefix)
+        return sorted(o["Key"] for o in listing.get("Contents", []))
+
+    # --- fault switches ------------------------------------------------------------------
+
+    def fault(self, kind: str, job: str = "*", *, marker: str | None = None, times: int | None = None,
+              creation_id: str | None = None):
+        """While inside, the `job` jobs of creations whose prompt holds `marker` misbehave as `kind`
+        (see devstack.faults): `with stack.fault("fail", "generate", marker=tag, times=2): ...`."""
+        return self.faults.on(Fault(kind=kind, job=job, times=times, marker=marker, creation_id=creation_id))
+
+    def upload_outage(self, marker: str):
+        """While inside, the upload jobs of creations whose prompt holds `marker` find object
+        storage unreachable: STORAGE_ERROR, retryable, so the workflow retries and then refunds."""
+        return self.fault("storage_down", "upload", marker=marker)
+
+    def held(self, job: str, marker: str):
+        """The `job` jobs (e.g. "generate-image") of creations whose prompt holds `marker` wait
+        until the hold is released (it is on leaving the block)."""
+        return self.faults.on(Hold(job, marker))
 
     # --- step jobs outside the workflow (an operator, a duplicate delivery) ---------------
 
@@ -156,6 +284,7 @@ class Pipeline:
 
     def run_step(self, step: str, creation_id: str, attempt: int) -> int:
         """Run one step job as this stack's mode runs it; returns its exit status."""
+        self.touched = True
         if self.mode == "inprocess":
             from steps import run
 
@@ -182,7 +311,7 @@ class Pipeline:
         raise AssertionError(f"no {step} job process for {creation_id} within {timeout:g} s")
 
     def job_log(self, execution: str) -> Path:
-        return self.stack.config.data_dir / "jobs" / f"{execution}.log"
+        return self.data_dir / "jobs" / f"{execution}.log"
 
     def wait_for_log(self, execution: str, text: str, timeout: float = 30.0) -> None:
         path = self.job_log(execution)
@@ -197,46 +326,21 @@ class Pipeline:
     def kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
-    # --- an object storage outage, for the upload jobs of some creations -------------------
 
-    @contextlib.contextmanager
-    def upload_outage(self, prompt_marker: str) -> Iterator[None]:
-        """While inside, the upload jobs of creations whose prompt holds `prompt_marker` run with
-        object storage unreachable (their endpoint is a closed loopback port); every other job
-        runs as usual. The jobs.run binding is the stack's again afterwards."""
-        runner = self.jobs_runner()
-        dead = f"http://127.0.0.1:{_closed_port()}"
-        if self.mode == "process":
-            outage = JobsRunner(job_prefix=runner.job_prefix, mode="process",
-                                env={**runner.env, "PHOENIX_S3_ENDPOINT_URL": dead},
-                                cwd=runner.cwd, log_dir=runner.log_dir / "outage")   # its own execution ids
-            services = None
-        else:
-            services = StepServices(self.settings.model_copy(update={"s3_endpoint_url": dead}),
-                                    store=self.store)
-            outage = JobsRunner(job_prefix=runner.job_prefix, mode="inprocess", services=services)
+def creation_record(store, creation_id: str) -> Creation:
+    creation = store.get_creation(creation_id)
+    assert creation is not None, f"creation {creation_id} is gone"
+    return creation
 
-        def route(call):
-            args = call.args["body"]["overrides"]["containerOverrides"][0]["args"]
-            creation = self.store.get_creation(args[args.index("--creation-id") + 1])
-            diverted = (call.args["name"].endswith("/jobs/" + runner.job_prefix + "upload")
-                        and creation is not None and prompt_marker in creation.prompt)
-            return (outage if diverted else runner)(call)
 
-        self.engine.connectors.bind(JOBS_RUN, route)
-        try:
-            yield
-        finally:
-            self.engine.connectors.bind(JOBS_RUN, runner)
-            if services is not None:
-                services.close()
+def marker() -> str:
+    """A tag unique to one test, put in a prompt to aim a fault switch at its creations."""
+    return f"[{uuid.uuid4().hex[:10]}]"
 
-    def jobs_runner(self) -> JobsRunner:
-        """The stack's jobs.run handler. The registry has no public getter; reading its map keeps
-        the stack's own runner (and its subprocess settings) in play instead of a look-alike."""
-        runner = self.engine.connectors._handlers.get(JOBS_RUN)
-        assert isinstance(runner, JobsRunner), f"jobs.run is bound to {runner!r}, not the stack's JobsRunner"
-        return runner
+
+def unique(prompt: str) -> str:
+    """The prompt with a tag of its own (the generation server counts #flaky calls per text)."""
+    return f"{prompt} {marker()}"
 
 
 # --- step entries ------------------------------------------------------------------------------
@@ -337,16 +441,3 @@ def _environ(pid: int) -> dict[str, str]:
         if sep:
             out[key.decode(errors="replace")] = value.decode(errors="replace")
     return out
-
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on: connections to it are refused at once."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def creation_record(store, creation_id: str) -> Creation:
-    creation = store.get_creation(creation_id)
-    assert creation is not None, f"creation {creation_id} is gone"
-    return creation
