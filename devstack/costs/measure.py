@@ -1,38 +1,33 @@
 """What one creation does, counted from real executions of workflows/creation.yaml.
 
-Runs the local stack on Google's Firestore emulator (the store production bills), with step jobs
-in-process and a virtual clock (backoffs cost no time), and submits one creation per scenario
-through the HTTP API. For each scenario it counts, from what actually ran:
+Runs the local stack on production settings (Google's Firestore emulator behind the metering
+proxy, the Cloud Tasks trigger), step jobs as processes as a container runs them, a virtual clock
+(backoffs cost no time), and submits one creation per scenario through the HTTP API. For each
+scenario it counts, from what actually ran:
 
 - the Workflows steps the execution billed, polls apart (its step entries: one per entry, plus
   one per assignment beyond the first of an assign step);
-- every jobs.run call: which job, and how long its work took here;
-- the Firestore document reads, writes and deletes of the API, the steps and the workflow's
-  Firestore connector (the Firestore adapter's own count of what it did);
-- the executions started (each one Cloud Tasks task in production).
-
-Plus, per step module, how long a job's process takes to start (python, imports, settings) here,
-so a job's billed time is start + work.
+- every jobs.run call: which job, and how long its process ran here (start, imports, work);
+- the Firestore document reads and writes of the API and the step jobs (counted on the wire by
+  localcloud/firestore_meter.py) and of the workflow's Firestore connector (counted by the binding);
+- the executions started (each one Cloud Tasks task).
 """
 from __future__ import annotations
 
 import contextlib
 import io
-import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from devstack.jobs import JOB_STEPS, JOBS_RUN
-from devstack.stack import JOB_PREFIX, ROOT, WORKFLOW_FILE, LocalStack, StackConfig, settings_env
+from devstack.jobs import JOBS_RUN
+from devstack.stack import WORKFLOW_FILE, WORKFLOW_ID, LocalStack, StackConfig
 
 
 @dataclass(frozen=True)
@@ -54,7 +49,7 @@ SCENARIOS = (
 @dataclass
 class JobCall:
     job: str             # the deployed job's name (JOB_PREFIX + id)
-    seconds: float       # the job's work here (in-process)
+    seconds: float       # the job's process here: python start, imports, settings, work
     succeeded: bool
 
 
@@ -65,16 +60,14 @@ class ScenarioRun:
     workflow_steps: int                  # billable steps, polls apart
     job_call_steps: int                  # of which: the steps the job calls cost (run_step and its callers' calls)
     jobs: list[JobCall]
-    firestore: dict[str, int]            # reads, writes, deletes
+    firestore: dict[str, int]            # reads, writes
     executions: int                      # executions started (Cloud Tasks tasks in production)
 
 
 @dataclass
 class Measurement:
     runs: dict[str, ScenarioRun]
-    job_start_seconds: dict[str, float]  # job name -> seconds to start its process here
     polling_policy: dict[str, float]
-    notes: list[str] = field(default_factory=list)
 
 
 # --- the YAML -------------------------------------------------------------------------------
@@ -161,91 +154,60 @@ class _TimedJobs:
 
 
 def measure(scenarios: tuple[Scenario, ...] = SCENARIOS, *, emulator=None) -> Measurement:
-    """Run every scenario once on the local stack over the Firestore emulator (started here unless
-    given) and count what it did."""
-    import os
-
+    """Run every scenario once on the local stack on production settings (the Firestore emulator
+    started here unless given) and count what it did."""
     import httpx
 
     from api.auth import make_local_token
-    from localcloud.firestore_emulator import FirestoreEmulator
     from localcloud.workflows import VirtualClock
 
-    own = emulator is None
-    emulator = FirestoreEmulator().start() if own else emulator
-    previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
-    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
     source = workflow_source()
     assigns = assign_counts(source)
-    try:
-        with tempfile.TemporaryDirectory(prefix="phoenix-cost-") as tmp:
-            config = StackConfig(data_dir=Path(tmp), port=0, jobs_mode="inprocess", instant_generation=True,
-                                 clock=VirtualClock(),
-                                 extra_settings={"store": "firestore",
-                                                 "firestore_project": f"phoenix-cost-{uuid.uuid4().hex[:8]}"})
-            # In-process step jobs log JSON lines to stdout, as a container would; not here.
-            with contextlib.redirect_stdout(io.StringIO()), LocalStack(config) as stack:
-                timed = _TimedJobs(stack.jobs)
-                stack.engine.connectors.bind(JOBS_RUN, timed)
-                uid = f"cost-{uuid.uuid4().hex[:8]}"
-                stack.store.grant(uid, 1000, f"grant:{uid}")
-                headers = {"Authorization": f"Bearer {make_local_token(uid, stack.settings.local_auth_secret)}"}
-                runs = {}
-                with httpx.Client(base_url=stack.urls["api"], headers=headers, timeout=120) as client:
-                    for scenario in scenarios:
-                        runs[scenario.name] = _run(stack, client, timed, scenario, assigns)
-        starts = job_start_seconds(sorted({c.job for r in runs.values() for c in r.jobs}))
-    finally:
-        if previous is None:
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
-        else:
-            os.environ["FIRESTORE_EMULATOR_HOST"] = previous
-        if own:
-            emulator.stop()
-    return Measurement(runs=runs, job_start_seconds=starts, polling_policy=polling_policy(source))
+    with tempfile.TemporaryDirectory(prefix="phoenix-cost-") as tmp:
+        config = StackConfig(data_dir=Path(tmp), port=0, jobs_mode="process", instant_generation=True,
+                             clock=VirtualClock(), store="firestore", trigger="tasks",
+                             firestore_emulator=emulator, meter_firestore=True)
+        with contextlib.redirect_stdout(io.StringIO()), LocalStack(config) as stack:
+            timed = _TimedJobs(stack.jobs)
+            stack.engine.connectors.bind(JOBS_RUN, timed)
+            uid = f"cost-{uuid.uuid4().hex[:8]}"
+            stack.store.grant(uid, 1000, f"grant:{uid}")
+            headers = {"Authorization": f"Bearer {make_local_token(uid, stack.settings.local_auth_secret)}"}
+            with httpx.Client(base_url=stack.urls["api"], headers=headers, timeout=120) as client:
+                runs = {s.name: _run(stack, client, timed, s, assigns) for s in scenarios}
+    return Measurement(runs=runs, polling_policy=polling_policy(source))
+
+
+def _firestore_counts(stack: LocalStack) -> dict[str, int]:
+    wire, connector = stack.firestore_meter.snapshot(), stack.firestore_connector.counts
+    return {k: wire.get(k, 0) + connector.get(k, 0) for k in ("reads", "writes")}
 
 
 def _run(stack: LocalStack, client, timed: _TimedJobs, scenario: Scenario, assigns) -> ScenarioRun:
-    before = stack.store.ops.snapshot()
+    before = _firestore_counts(stack)
     timed.calls.clear()
     response = client.post("/v1/creations", json={"type": scenario.type, "prompt": scenario.prompt})
     if response.status_code != 202:
         raise RuntimeError(f"scenario {scenario.name!r}: the API answered {response.status_code} {response.text}")
     creation_id = response.json()["id"]
-    names = stack.store.get_creation(creation_id).execution_ids
-    for name in names:
-        stack.engine.wait(name, timeout=300)
+    # Wait on the engine, not by reading the creation (each read would be counted as the creation's).
+    label = f'labels.creation-id="{creation_id}"'
+    deadline = time.monotonic() + 300
+    while not (executions := stack.engine.list_executions(WORKFLOW_ID, filter=label)[0]):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"scenario {scenario.name!r}: no execution started after 300 s")
+        time.sleep(0.05)
+    for execution in executions:
+        stack.engine.wait(execution["name"], timeout=300)
+    executions = stack.engine.list_executions(WORKFLOW_ID, filter=label)[0]   # a duplicate delivery's too
+    after = _firestore_counts(stack)
     status = client.get(f"/v1/creations/{creation_id}").json()["status"]
     if status != scenario.outcome:
         raise RuntimeError(f"scenario {scenario.name!r} ended {status}, expected {scenario.outcome}")
-    after = stack.store.ops.snapshot()
-    entries = [e for name in names for e in stack.engine.step_entries(name)]
+    entries = [e for execution in executions for e in stack.engine.step_entries(execution["name"])]
     # A job call costs its caller's try and call entries and run_step's own entries.
     callers = {e["step"] for e in entries if e["stepType"] == "STEP_SUBWORKFLOW_CALL"}
     calls = [e for e in entries if e["routine"] == "run_step" or e["step"] in callers]
     return ScenarioRun(scenario=scenario, status=status, workflow_steps=billable_steps(entries, assigns),
                        job_call_steps=billable_steps(calls, assigns), jobs=list(timed.calls),
-                       firestore={k: after[k] - before[k] for k in after}, executions=len(names))
-
-
-def job_start_seconds(jobs: list[str], runs: int = 3) -> dict[str, float]:
-    """Per job: median seconds for its step module's process to start and stop again here
-    (python, the step's imports and settings; it exits on the missing arguments)."""
-    env = {**settings_env(_offline_settings()), "PYTHONPATH": str(ROOT)}
-    out = {}
-    for job in jobs:
-        module = JOB_STEPS[job[len(JOB_PREFIX):]]
-        times = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", f"steps.{module}"], env=env, cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-            times.append(time.perf_counter() - started)
-        out[job] = statistics.median(times)
-    return out
-
-
-def _offline_settings():
-    from creations.settings import Settings
-
-    return Settings(store="sqlite", sqlite_path=Path(tempfile.gettempdir()) / "phoenix-cost-unused.sqlite3")
+                       firestore={k: after[k] - before[k] for k in after}, executions=len(executions))

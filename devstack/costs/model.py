@@ -59,8 +59,7 @@ class JobSize:
 @dataclass(frozen=True)
 class JobRun:
     job: str
-    start_seconds: float           # the container's process start (python, imports, settings)
-    work_seconds: float            # the step's work once started
+    seconds: float                 # the container's run: python start, imports, settings, the step's work
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,6 @@ class Profile:
     jobs: tuple[JobRun, ...]
     firestore_reads: int
     firestore_writes: int
-    firestore_deletes: int
     executions: int                # Workflows executions started (one Cloud Tasks task each)
 
 
@@ -110,7 +108,6 @@ class Usage:
     gib_seconds: float = 0.0
     firestore_reads: float = 0.0
     firestore_writes: float = 0.0
-    firestore_deletes: float = 0.0
     tasks_operations: float = 0.0
     secret_accesses: float = 0.0
     job_runs: float = 0.0
@@ -130,10 +127,10 @@ def is_generate(job: str) -> bool:
 
 
 def job_seconds(run: JobRun, profile: Profile, a: Assumptions) -> float:
-    """The job's billed runtime: its measured process start and work, plus the generation time for
-    every run of a generation job (a refusal or a 503 is assumed to take the provider as long)."""
+    """The job's billed runtime: its measured run, plus the generation time for every run of a
+    generation job (a refusal or a 503 is assumed to take the provider as long)."""
     extra = generation_seconds(profile, a) if is_generate(run.job) else 0.0
-    return run.start_seconds + run.work_seconds + extra
+    return run.seconds + extra
 
 
 def billed(seconds: float, increment: float) -> float:
@@ -144,7 +141,7 @@ def usage_of(profile: Profile, sizes: dict[str, JobSize], policy: dict[str, floa
              prices: dict[str, Any]) -> Usage:
     increment = prices["cloud_run_jobs"]["billing_increment_seconds"]
     u = Usage(steps=profile.workflow_steps, firestore_reads=profile.firestore_reads,
-              firestore_writes=profile.firestore_writes, firestore_deletes=profile.firestore_deletes,
+              firestore_writes=profile.firestore_writes,
               tasks_operations=profile.executions * a.tasks_operations_per_execution)
     for run in profile.jobs:
         size = sizes.get(run.job)
@@ -197,8 +194,7 @@ def price_month(u: Usage, prices: dict[str, Any], *, fixed_secret_versions: int 
                                     + _over(u.gib_seconds, r["free_gib_seconds_per_month"]) * r["gib_second"])
     bill.lines["Firestore"] = (
         _over(u.firestore_reads, f["free_reads_per_day"] * DAYS_PER_MONTH) / 1e5 * f["read_per_100k"]
-        + _over(u.firestore_writes, f["free_writes_per_day"] * DAYS_PER_MONTH) / 1e5 * f["write_per_100k"]
-        + _over(u.firestore_deletes, f["free_deletes_per_day"] * DAYS_PER_MONTH) / 1e5 * f["delete_per_100k"])
+        + _over(u.firestore_writes, f["free_writes_per_day"] * DAYS_PER_MONTH) / 1e5 * f["write_per_100k"])
     bill.lines["Cloud Tasks"] = _over(u.tasks_operations, t["free_operations_per_month"]) / 1e6 * t["per_million_operations"]
     bill.lines["Secret Manager"] = (_over(u.secret_accesses, s["free_accesses_per_month"]) / 1e4 * s["per_10k_accesses"]
                                     + _over(fixed_secret_versions, s["free_active_versions"]) * s["per_active_version_month"])
