@@ -12,6 +12,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "demo": ("devstack.demo", "start the local stack and run the demo creations"),
     "ops": ("phoenix.ops", "operator commands: list, trace, replay, reconcile, audit, cancel"),
     "console": ("phoenix.console.cli", "the operator console in a browser, on 127.0.0.1"),
+    "cost": ("devstack.costs.cli", "what a creation costs and how long it takes on Google Cloud (estimates)"),
 }
 
 

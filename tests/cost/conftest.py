@@ -1,0 +1,1 @@
+from tests.support.firestore import firestore_emulator  # noqa: F401
