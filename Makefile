@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean chromium
 
-setup: $(STAMP) chromium
+setup: $(STAMP)
 
 # The console's browser test drives Debian's chromium (Playwright with executable_path): installed
 # here when missing and we may (root, apt-get); elsewhere that test says what to install.
@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/phoenix demo
 
-test: setup
+test: setup chromium
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: setup

@@ -12,8 +12,9 @@ import hmac
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from google.auth import exceptions as auth_exceptions
 from google.auth import transport
@@ -134,7 +135,8 @@ class CachingRequest(transport.Request):
             return cached[1]
         response = self.inner(url, method=method, headers=headers, timeout=timeout, **kwargs)
         if response.status == 200:
-            response.data  # read the body once, while the connection is ours
+            # Read the body once, while the connection is ours: the property access does the read.
+            _ = response.data
             with self._lock:
                 self._cache[url] = (now + _max_age(response.headers, self.default_ttl), response)
         return response

@@ -9,10 +9,10 @@ from starlette.concurrency import run_in_threadpool
 
 from creations.settings import Settings
 from creations.store import Store
+from creations.triggers import Trigger
 
 from .auth import AuthUnavailable, InvalidToken, TokenVerifier, User, well_formed_token
 from .errors import ApiError
-from creations.triggers import Trigger
 
 USER_SCOPE_KEY = "phoenix.user"  # where the edge (api/edge.py) leaves the authenticated user
 

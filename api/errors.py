@@ -119,8 +119,11 @@ def _allowed_methods(request: Request) -> str | None:
     """Every method the path answers to. Starlette's 405 names only the methods of the first route
     whose path matched, and FastAPI makes one route per method."""
     allowed = [
-        method for method in _METHODS
-        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in request.app.router.routes)
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in request.app.router.routes
+        )
     ]
     return ", ".join(allowed) or None
 

@@ -53,9 +53,20 @@ def main() -> int:
              for job, s in sizes.items()}
     levers = [
         ("as deployed (polling 2 s x1.5 <= 15 s)", profiles, sizes, policy, base),
-        ("polling: Google's default 1 s x1.25 <= 60 s", profiles, sizes,
-         {"initial_delay": 1.0, "multiplier": 1.25, "max_delay": 60.0}, base),
-        ("polling: 5 s x2 <= 60 s", profiles, sizes, {"initial_delay": 5.0, "multiplier": 2.0, "max_delay": 60.0}, base),
+        (
+            "polling: Google's default 1 s x1.25 <= 60 s",
+            profiles,
+            sizes,
+            {"initial_delay": 1.0, "multiplier": 1.25, "max_delay": 60.0},
+            base,
+        ),
+        (
+            "polling: 5 s x2 <= 60 s",
+            profiles,
+            sizes,
+            {"initial_delay": 5.0, "multiplier": 2.0, "max_delay": 60.0},
+            base,
+        ),
         ("light jobs at 0.5 vCPU / 512 MiB", profiles, small, policy, base),
         ("light steps merged: 3 jobs a creation fewer", merged(profiles, measured), sizes, policy, base),
         ("job start 5 s instead of 10 s", profiles, sizes, policy, dataclasses.replace(base, job_start_seconds=5)),

@@ -42,11 +42,11 @@ def main() -> None:
     for source in CASES:
         compile_expression.cache_clear()
         n_compile = 2000
-        t_compile = timeit.timeit(lambda: (compile_expression.cache_clear(),
-                                           compile_expression(source)), number=n_compile)
+        t_compile = timeit.timeit(lambda source=source: (compile_expression.cache_clear(),
+                                                         compile_expression(source)), number=n_compile)
         expr = compile_expression(source)
         n = 200_000
-        best = min(timeit.repeat(lambda: expr.evaluate(scope), number=n, repeat=5))
+        best = min(timeit.repeat(lambda expr=expr: expr.evaluate(scope), number=n, repeat=5))
         print(f"${{{source}}}".ljust(55), f"{t_compile / n_compile * 1e6:11.1f}",
               f"{best / n * 1e6:9.2f}")
 

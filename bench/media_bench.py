@@ -10,8 +10,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                     video_poll_seconds=0.02, video_deadline_seconds=60))
                 label = "instant server" if instant else "server"
                 rows.append((f"generate_image via google-genai ({label})",
-                             timed(args.runs, lambda: generator.generate_image("a red fox", {}))))
+                             timed(args.runs, lambda generator=generator: generator.generate_image("a red fox", {}))))
                 rows.append((f"generate_video 4 s via google-genai ({label}, 20 ms polls)",
-                             timed(args.runs, lambda: generator.generate_video(
+                             timed(args.runs, lambda generator=generator: generator.generate_video(
                                  "a red fox", {"durationSeconds": 4}))))
 
     width = max(len(label) for label, _ in rows)

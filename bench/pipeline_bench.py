@@ -313,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
               "calls, return, raise), + one per assignment beyond the first of an assign step; all internal")
         print(f"  counted from step entries: {steps}   (the engine's own count: {sample['billable_engine']}; "
               f"{sample['entries']} step entries + extra assignments)")
-        print("  by step type: " + ", ".join(f"{k.removeprefix('STEP_')} {v}" for k, v in sorted(sample["by_type"].items())))
+        print(
+            "  by step type: "
+            + ", ".join(f"{k.removeprefix('STEP_')} {v}" for k, v in sorted(sample["by_type"].items()))
+        )
         other_jobs = 5
         other_polls = other_jobs * polls_for(args.other_job_seconds, policy)
         connector_calls = sum(v for k, v in sample["by_type"].items() if k == "STEP_CONNECTOR_CALL")

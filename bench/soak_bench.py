@@ -193,8 +193,10 @@ def main() -> int:
             print(f"creations ended: {dict(soak.ended)}; left pending or processing: {len(stuck)}")
             print(f"stack process RSS: {first['rss'] / 1024:.1f} MiB at start, {last['rss'] / 1024:.1f} MiB at end; "
                   f"open files {first['files']} -> {last['files']}")
-            print(f"S3 stand-in RSS: {first['s3_rss'] / 1024:.1f} MiB at start, {last['s3_rss'] / 1024:.1f} MiB at end; "
-                  f"open files {first['s3_files']} -> {last['s3_files']}")
+            print(
+                f"S3 stand-in RSS: {first['s3_rss'] / 1024:.1f} MiB at start, {last['s3_rss'] / 1024:.1f} MiB at end; "
+                f"open files {first['s3_files']} -> {last['s3_files']}"
+            )
             print(f"ledger audit: {'clean' if not findings else findings}")
         finally:
             for client in soak.clients:

@@ -20,8 +20,9 @@ import logging
 import re
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from google import genai
 from google.genai import errors as genai_errors

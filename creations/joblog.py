@@ -10,8 +10,9 @@ import json
 import sys
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 # Fields that also become Cloud Logging labels (string values only), for quick filtering.
 LABEL_FIELDS = ("creationId", "step", "attempt")
@@ -75,7 +76,7 @@ class JobLog:
         record: dict[str, Any] = {
             "severity": severity,
             "message": message,
-            "time": datetime.fromtimestamp(self._clock(), timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="milliseconds"),
         }
         record.update(self._fields)
         record.update(fields)

@@ -9,14 +9,14 @@ import dataclasses
 import enum
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import IllegalTransition
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class CreationType(str, enum.Enum):
@@ -154,7 +154,7 @@ class Creation:
     def from_dict(cls, d: dict[str, Any]) -> Creation:
         def ts(v: Any) -> datetime:
             if isinstance(v, datetime):
-                return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+                return v if v.tzinfo else v.replace(tzinfo=UTC)
             return datetime.fromisoformat(v)
 
         charge = d.get("charge") or {}

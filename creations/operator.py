@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from .attempts import (
     AttemptNotStarted,

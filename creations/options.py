@@ -21,8 +21,9 @@ Which rules apply depends on the configured model names (Settings.image_model / 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import InvalidOptions
 from .model import CreationType
@@ -217,7 +218,9 @@ def _video_options(given: dict[str, Any], rules: VideoRules, problems: dict[str,
             resolution = resolution.strip().lower()
             out["resolution"] = resolution
             if resolution == "1080p" and duration != 8 and "options.durationSeconds" not in problems:
-                problems["options.resolution"] = "1080p is made only for 8-second videos: set durationSeconds to 8 or use 720p"
+                problems["options.resolution"] = (
+                    "1080p is made only for 8-second videos: set durationSeconds to 8 or use 720p"
+                )
     elif resolution is not None and str(resolution).strip().lower() != "720p":
         problems["options.resolution"] = f"the video model ({rules.model}) makes 720p only; leave resolution out"
 
@@ -227,7 +230,9 @@ def _video_options(given: dict[str, Any], rules: VideoRules, problems: dict[str,
     elif rules.audio:
         out["generateAudio"] = bool(audio)
     elif audio:
-        problems["options.generateAudio"] = f"the video model ({rules.model}) makes silent video; leave generateAudio out"
+        problems["options.generateAudio"] = (
+            f"the video model ({rules.model}) makes silent video; leave generateAudio out"
+        )
 
     negative = _negative_prompt(given, problems)
     if negative is not None:

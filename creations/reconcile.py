@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 from google.api_core import exceptions as core_exceptions
 

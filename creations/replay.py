@@ -8,7 +8,8 @@ so a replay after an upload failure does not pay for a second generation.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import CreationsError, NotFound
 from .model import Creation, Status, utcnow

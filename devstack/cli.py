@@ -36,7 +36,7 @@ def _positive(value: str) -> int:
     try:
         n = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number")
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if not 1 <= n <= 1_000_000:
         raise argparse.ArgumentTypeError(f"{n} is out of range: grant between 1 and 1,000,000 tokens")
     return n

@@ -227,7 +227,9 @@ def print_results(stack, client, ids, finals, data_dir: Path) -> bool:
             target = out / f"{label}-{kind}{suffix}"
             target.write_bytes(httpx.get(url, timeout=30).raise_for_status().content)
             say(f"  {label:<8} {kind:<9} {target}")
-    say("\n" + ("demo finished: every creation ended as expected" if ok else "demo finished with surprises (see above)"))
+    say(
+        "\n" + ("demo finished: every creation ended as expected" if ok else "demo finished with surprises (see above)")
+    )
     return ok
 
 

@@ -21,9 +21,10 @@ import contextlib
 import socket
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 KINDS = ("fail", "crash_after", "twice", "storage_down", "store_down", "generation_down")
 UNREACHABLE_KINDS = ("storage_down", "store_down", "generation_down")

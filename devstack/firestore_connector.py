@@ -115,7 +115,7 @@ class EmulatorDocuments:
                                           timeout=urllib3.Timeout(total=self.timeout))
         except urllib3.exceptions.NewConnectionError as exc:
             raise WorkflowError.tagged("ConnectionFailedError", f"documents.{method}: {exc}") from exc
-        except (urllib3.exceptions.TimeoutError,) as exc:
+        except urllib3.exceptions.TimeoutError as exc:
             raise WorkflowError.tagged("TimeoutError", f"documents.{method}: {exc}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise WorkflowError.tagged("ConnectionError", f"documents.{method}: {exc}") from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from creations.store import Store
@@ -34,8 +34,8 @@ def encode_value(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         return {"stringValue": value}
     if isinstance(value, datetime):
-        ts = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        return {"timestampValue": ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")}
+        ts = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return {"timestampValue": ts.astimezone(UTC).isoformat().replace("+00:00", "Z")}
     if isinstance(value, bytes):
         return {"bytesValue": base64.b64encode(value).decode("ascii")}
     if isinstance(value, (list, tuple)):
@@ -66,7 +66,7 @@ def _parse_ts(value: Any) -> datetime:
         return value
     if isinstance(value, str):
         return datetime.fromisoformat(value)
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def not_found(name: str) -> WorkflowError:

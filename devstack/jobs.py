@@ -17,8 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 from devstack.faults import Faults, run_with
 from localcloud.workflows.errors import WorkflowError
@@ -83,7 +84,9 @@ class JobsRunner:
     def __call__(self, call) -> dict[str, Any]:
         name = call.args.get("name")
         if not isinstance(name, str) or "/jobs/" not in name:
-            raise WorkflowError.tagged("ValueError", f"jobs.run: 'name' must be projects/P/locations/L/jobs/J, got {name!r}")
+            raise WorkflowError.tagged(
+                "ValueError", f"jobs.run: 'name' must be projects/P/locations/L/jobs/J, got {name!r}"
+            )
         job = name.rsplit("/jobs/", 1)[1]
         step = JOB_STEPS.get(job[len(self.job_prefix):]) if job.startswith(self.job_prefix) else None
         if step is None:
@@ -111,17 +114,29 @@ class JobsRunner:
 
         resource = f"{name}/executions/{execution}"
         if code != 0:
-            raise WorkflowError({
-                "tags": ["OperationError"],
-                "message": "Cloud Run long-running operation failed.",
-                "operation": {
-                    "name": resource, "done": True,
-                    "error": {"code": 3, "message": f"Task {execution}-task0 failed: the container exited with a non-zero exit code."},
-                    "metadata": {"name": resource, "failedCount": 1, "succeededCount": 0,
-                                 "conditions": [{"type": "Completed", "state": "CONDITION_FAILED",
-                                                 "reason": "NonZeroExitCode"}]},
-                },
-            })
+            raise WorkflowError(
+                {
+                    "tags": ["OperationError"],
+                    "message": "Cloud Run long-running operation failed.",
+                    "operation": {
+                        "name": resource,
+                        "done": True,
+                        "error": {
+                            "code": 3,
+                            "message": f"Task {execution}-task0 failed: "
+                            "the container exited with a non-zero exit code.",
+                        },
+                        "metadata": {
+                            "name": resource,
+                            "failedCount": 1,
+                            "succeededCount": 0,
+                            "conditions": [
+                                {"type": "Completed", "state": "CONDITION_FAILED", "reason": "NonZeroExitCode"}
+                            ],
+                        },
+                    },
+                }
+            )
         return {"name": resource, "job": job, "taskCount": 1, "succeededCount": 1, "failedCount": 0,
                 "conditions": [{"type": "Completed", "state": "CONDITION_SUCCEEDED"}]}
 
@@ -229,9 +244,18 @@ def _duration_seconds(value: Any, *, default: float) -> float:
     try:
         return float(text[:-1] if text.endswith("s") else text)
     except ValueError:
-        raise WorkflowError.tagged("ValueError", f"jobs.run: overrides.timeout must be a duration like '600s', got {value!r}")
+        raise WorkflowError.tagged(
+            "ValueError", f"jobs.run: overrides.timeout must be a duration like '600s', got {value!r}"
+        ) from None
 
 
 def _http_error(code: int, message: str, status: str) -> WorkflowError:
-    return WorkflowError({"tags": ["HttpError"], "code": code, "message": f"HTTP server responded with error code {code}",
-                          "headers": {}, "body": {"error": {"code": code, "message": message, "status": status}}})
+    return WorkflowError(
+        {
+            "tags": ["HttpError"],
+            "code": code,
+            "message": f"HTTP server responded with error code {code}",
+            "headers": {},
+            "body": {"error": {"code": code, "message": message, "status": status}},
+        }
+    )

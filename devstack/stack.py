@@ -37,8 +37,8 @@ from creations.settings import Settings
 from creations.storage import MediaStorage
 from creations.store import open_store
 from devstack import media_snapshot
-from devstack.firestore_connector import EmulatorDocuments
 from devstack.faults import Fault, Faults, unreachable_settings
+from devstack.firestore_connector import EmulatorDocuments
 from devstack.firestore_rest import DOCUMENTS_GET, StoreDocuments
 from devstack.jobs import JOBS_RUN, JobsRunner, Mode
 from localcloud.cloudtasks import CloudTasksServer, RateLimits, RetryConfig
@@ -98,7 +98,7 @@ def local_auth_secret(data_dir: Path, *, create: bool = True) -> str:
 @dataclass
 class StackConfig:
     data_dir: Path
-    port: int = 8080                 # the API's; the engine, generation, S3 and Cloud Tasks servers take the next four (0: free ports)
+    port: int = 8080  # the API's; the engine, generation, S3 and Cloud Tasks servers take the next four (0: free ports)
     host: str = "127.0.0.1"
     jobs_mode: Mode = "process"
     instant_generation: bool = False

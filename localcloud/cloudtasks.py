@@ -33,7 +33,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -87,7 +87,7 @@ def format_duration(seconds: float) -> str:
 
 
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_rfc3339(text: Any, what: str) -> float:
@@ -538,7 +538,9 @@ class CloudTasks:
                     queue.held.append(task)
                     continue
                 queue.in_flight += 1
-                queue.next_dispatch = max(self.clock.now(), queue.next_dispatch) + 1.0 / queue.rate.max_dispatches_per_second
+                queue.next_dispatch = (
+                    max(self.clock.now(), queue.next_dispatch) + 1.0 / queue.rate.max_dispatches_per_second
+                )
                 thread = threading.Thread(target=self._dispatch, args=(queue, task), daemon=True,
                                           name="cloudtasks-dispatch")
                 self._dispatching.add(thread)

@@ -27,8 +27,9 @@ import time
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 META = ".meta"
 TMP = ".tmp"

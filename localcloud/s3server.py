@@ -87,10 +87,12 @@ class S3Server:
             try:
                 with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=5):
                     return self
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"the S3 server did not answer on {self.endpoint_url} within {timeout:g} s")
+                    raise RuntimeError(
+                        f"the S3 server did not answer on {self.endpoint_url} within {timeout:g} s"
+                    ) from exc
                 time.sleep(0.05)
 
     def stop(self) -> None:

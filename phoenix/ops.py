@@ -24,7 +24,7 @@ import getpass
 import json
 import re
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from creations.errors import CreationsError, InvalidOptions, NotFound
@@ -45,19 +45,21 @@ def _when(text: str) -> datetime:
     match = re.fullmatch(r"(\d+)([smhd])", text.strip())
     if match:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-        return datetime.now(timezone.utc) - timedelta(**{unit: int(match.group(1))})
+        return datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
     try:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither an ISO time (2026-12-01T10:00) nor an age (30m, 2h, 7d)")
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO time (2026-12-01T10:00) nor an age (30m, 2h, 7d)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _limit(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if not 1 <= n <= 10_000:
         raise argparse.ArgumentTypeError("must be between 1 and 10000")
     return n
@@ -67,7 +69,7 @@ def _seconds_arg(text: str) -> int:
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
     if n < 0:
         raise argparse.ArgumentTypeError("must be 0 or more seconds")
     return n
@@ -79,7 +81,9 @@ def _stack_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     g = parser.add_argument_group("where the stack is (override the PHOENIX_* settings)")
     g.add_argument("--data-dir", type=Path, default=default, metavar="DIR",
                    help="a local stack's data dir (phoenix dev --data-dir): its store is DIR/phoenix.sqlite3")
-    g.add_argument("--sqlite-path", type=Path, default=default, metavar="FILE", help="the SQLite store file (PHOENIX_SQLITE_PATH)")
+    g.add_argument(
+        "--sqlite-path", type=Path, default=default, metavar="FILE", help="the SQLite store file (PHOENIX_SQLITE_PATH)"
+    )
     g.add_argument("--store", choices=["sqlite", "firestore"], default=default, help="the store (PHOENIX_STORE)")
     g.add_argument("--engine-url", default=default, metavar="URL",
                    help="the local engine's Executions API (PHOENIX_LOCAL_ENGINE_URL; phoenix dev: --port + 1)")
@@ -99,9 +103,11 @@ def _filter_options(parser: argparse.ArgumentParser, *, statuses: bool) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="phoenix ops", description="Find, trace, replay and settle creations; audit the ledger.",
-                                epilog="exit status: 0 done, 1 needs an operator (or a check failed), "
-                                       "2 bad arguments or configuration")
+    p = argparse.ArgumentParser(
+        prog="phoenix ops",
+        description="Find, trace, replay and settle creations; audit the ledger.",
+        epilog="exit status: 0 done, 1 needs an operator (or a check failed), 2 bad arguments or configuration",
+    )
     _stack_options(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -137,7 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     c = command("reconcile", "fail and refund creations whose execution ended without settling them")
     c.add_argument("--older-than", type=_seconds_arg, default=900, metavar="SECONDS",
                    help="only creations pending or processing unchanged for this long (default 900)")
-    c.add_argument("--limit", type=_limit, default=100, metavar="N", help="at most this many, oldest first (default 100)")
+    c.add_argument(
+        "--limit", type=_limit, default=100, metavar="N", help="at most this many, oldest first (default 100)"
+    )
     c.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
 
     command("audit", "check every user's balance against the ledger")
@@ -300,7 +308,8 @@ def cmd_trace(operator, args) -> int:
         if e.execution is None:
             print(f"\nexecution {e.name}{note}\n  unreadable: {e.unreadable}")
             continue
-        print(f"\nexecution {e.name}{note}\n  state {e.execution.get('state')}  duration {e.execution.get('duration', '-')}")
+        print(f"\nexecution {e.name}{note}\n  state {e.execution.get('state')}  "
+              f"duration {e.execution.get('duration', '-')}")
         if e.execution.get("error"):
             print(f"  error {e.execution['error'].get('payload')}")
         for entry in e.entries:
@@ -328,7 +337,8 @@ def _seconds(start: str | None, end: str | None) -> str:
     if not start or not end:
         return ""
     try:
-        delta = datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(start.replace("Z", "+00:00"))
+        delta = (datetime.fromisoformat(end.replace("Z", "+00:00"))
+                 - datetime.fromisoformat(start.replace("Z", "+00:00")))
     except ValueError:
         return ""
     return f"{delta.total_seconds():.2f}s"
@@ -371,7 +381,7 @@ def _print_result(result) -> int:
               f"{result.execution or '(queued)'}{' (forced)' if result.forced else ''}")
         return 0
     if result.code == "NOT_WORTH_REPLAYING":
-        print(f"  {result.creation_id}: not replayed: {result.message}; use --force --reason \"...\" to replay it anyway")
+        print(f'  {result.creation_id}: not replayed: {result.message}; use --force --reason "..." to replay it anyway')
     else:
         print(f"  {result.creation_id}: not replayed: {result.message}")
     return 1

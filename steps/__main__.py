@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 
 from creations.pipeline import STEP_FUNCTIONS
-from steps.job import ExitCode, main as run_job
+from steps.job import ExitCode
+from steps.job import main as run_job
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,8 +25,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import Callable, Mapping, Sequence
 
 from creations.errors import CreationsError
 from creations.joblog import JobLog

@@ -7,7 +7,7 @@ Exit statuses and logs: see steps.job.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from steps.job import main as run_job
 

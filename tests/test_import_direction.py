@@ -42,10 +42,14 @@ def modules() -> list[tuple[str, Path]]:
             for path in sorted((ROOT / pkg).rglob("*.py"))]
 
 
-@pytest.mark.parametrize("package, path", modules(), ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) else v)
+@pytest.mark.parametrize(
+    "package, path", modules(), ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) else v
+)
 def test_each_module_imports_only_what_its_package_may_use(package, path):
     wrong = imported_packages(path) - ALLOWED[package] - {package}
-    assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}; {package} may use only {sorted(ALLOWED[package])}"
+    assert not wrong, (
+        f"{path.relative_to(ROOT)} imports {sorted(wrong)}; {package} may use only {sorted(ALLOWED[package])}"
+    )
 
 
 def test_the_checker_sees_a_lazy_import_against_the_direction(tmp_path):

@@ -58,7 +58,9 @@ def creation_out(creation: Creation, storage) -> CreationOut:
         m = creation.media
         # Sign at read time so a presigned URL is always fresh.
         url = storage.url(m["key"]) if storage is not None and m.get("key") else m.get("url")
-        thumb = storage.url(m["thumbnailKey"]) if storage is not None and m.get("thumbnailKey") else m.get("thumbnailUrl")
+        thumb = (
+            storage.url(m["thumbnailKey"]) if storage is not None and m.get("thumbnailKey") else m.get("thumbnailUrl")
+        )
         if url:
             media = Media(url=url, thumbnail_url=thumb, content_type=m.get("contentType"), bytes=m.get("bytes"))
     error = None

@@ -26,7 +26,7 @@ import re
 import threading
 import weakref
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -72,8 +72,12 @@ def format_version(version: tuple[int, int]) -> str:
 
 
 def _invalid_last_event_id(expected: str) -> ApiError:
-    return ApiError(422, "INVALID_REQUEST", "invalid value for Last-Event-ID",
-                    fields={"Last-Event-ID": f"send the id of the last event received unchanged ({expected}), or omit it"})
+    return ApiError(
+        422,
+        "INVALID_REQUEST",
+        "invalid value for Last-Event-ID",
+        fields={"Last-Event-ID": f"send the id of the last event received unchanged ({expected}), or omit it"},
+    )
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -84,7 +88,7 @@ def parse_version(text: str) -> tuple[int, int]:
 
 
 def format_cursor(at: datetime) -> str:
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_cursor(text: str) -> datetime:
@@ -92,7 +96,7 @@ def parse_cursor(text: str) -> datetime:
         at = datetime.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S.%fZ")
     except ValueError:
         raise _invalid_last_event_id("a timestamp like 2026-01-31T12:00:00.000000Z") from None
-    return at.replace(tzinfo=timezone.utc)
+    return at.replace(tzinfo=UTC)
 
 
 def sse_event(event_id: str, event: str, data: dict[str, Any]) -> str:
@@ -334,7 +338,9 @@ async def _follow_one(request, uid, creation_id, store, storage, settings, after
                 return
             version = version_of(creation)
             if sent is None or version > sent:
-                yield sse_event(format_version(version), "status", await run_in_threadpool(event_data, creation, storage))
+                yield sse_event(
+                    format_version(version), "status", await run_in_threadpool(event_data, creation, storage)
+                )
                 sent = version
             if creation.status.terminal:
                 return
@@ -368,7 +374,7 @@ def _user_view(store, uid: str, tracked: set[str], since: datetime | None) -> li
 
 
 class _Deleted:
-    updated_at = datetime.min.replace(tzinfo=timezone.utc)
+    updated_at = datetime.min.replace(tzinfo=UTC)
 
     def __init__(self, creation_id: str):
         self.id = creation_id
@@ -387,7 +393,7 @@ async def _follow_all(request, uid, store, storage, settings, first, since, rele
             for creation in view:
                 if isinstance(creation, _Deleted):
                     sent.pop(creation.id, None)
-                    yield sse_event(format_cursor(cursor or datetime.now(timezone.utc)), "deleted", {"id": creation.id})
+                    yield sse_event(format_cursor(cursor or datetime.now(UTC)), "deleted", {"id": creation.id})
                     continue
                 version = version_of(creation)
                 if creation.id not in sent or version > sent[creation.id]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import enum
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import CreationsError, NotFound, StaleAttempt
 from ..joblog import JobLog

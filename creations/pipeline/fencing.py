@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import enum
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import CreationsError, NotFound, StaleAttempt
 from ..model import Checkpoint, Creation, CreationError, Status, utcnow

@@ -6,7 +6,8 @@ keeps a job's start fast; one instance may be shared by steps running in threads
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CreationsError
 from ..joblog import JobLog

@@ -6,8 +6,8 @@ not add up.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from ..model import EntryKind, LedgerEntry
 from .base import AuditFinding
@@ -84,7 +84,9 @@ def find_discrepancies(
         for attempt, flag in sorted(c.refunded.items()):
             has = (c.creation_id, int(attempt)) in refunds
             if flag and not has:
-                finding(c.uid, f"creation {c.creation_id} says attempt {attempt} was refunded; the ledger has no refund")
+                finding(
+                    c.uid, f"creation {c.creation_id} says attempt {attempt} was refunded; the ledger has no refund"
+                )
             if flag and not c.debited.get(attempt):
                 finding(c.uid, f"creation {c.creation_id} says attempt {attempt} was refunded but not debited")
         for attempt in sorted(debited_attempts.get(c.creation_id, ())):

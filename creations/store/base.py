@@ -6,8 +6,8 @@ Every method that moves money is a single transaction and idempotent by ledger-e
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..model import Creation, CreationError, LedgerEntry, Status
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 log = logging.getLogger("creations.changes")
 

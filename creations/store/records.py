@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..model import Creation, CreationError, Status, utcnow
 
@@ -14,8 +14,8 @@ _FORBIDDEN_ID_CHARS = ("/",)
 def as_utc(value: datetime) -> datetime:
     """The same instant as an aware UTC datetime (a naive one is taken to be UTC already)."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def check_id(kind: str, value: str) -> str:

@@ -14,10 +14,10 @@ import os
 import sqlite3
 import threading
 import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..errors import (
     CreationsError,

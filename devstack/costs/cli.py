@@ -29,8 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="phoenix cost", description=__doc__.split("\n\n")[2].replace("\n", " "))
     p.add_argument("--images", type=_count, default=5000, help="images a month (default 5000)")
     p.add_argument("--videos", type=_count, default=1000, help="videos a month (default 1000)")
-    p.add_argument("--job-start-seconds", type=_seconds, default=10.0,
-                   help="seconds from a job run request to its container running (default 10; public measurements 8-50+)")
+    p.add_argument(
+        "--job-start-seconds",
+        type=_seconds,
+        default=10.0,
+        help="seconds from a job run request to its container running (default 10; public measurements 8-50+)",
+    )
     p.add_argument("--image-seconds", type=_seconds, default=10.0, help="Imagen generation time (default 10)")
     p.add_argument("--video-seconds", type=_seconds, default=90.0, help="Veo generation time (default 90)")
     p.add_argument("--failure-rate", type=_share, default=0.02,
@@ -198,8 +202,11 @@ def render(r: dict[str, Any]) -> str:
     out += ["", f"replaced system: ${rep['fixed']:,.2f} a month fixed (Redis + VPC connector, before any work); "
                 f"its own projection of this one at this volume: ${rep['projection']:,.2f} (job seconds only)"]
     be = r["break_even_creations_per_month"]
-    out.append(f"break-even: this costs less than the replaced system's fixed bill below "
-               f"{be:,} creations a month at this mix" if be else "break-even: not reached below 10^9 creations a month")
+    out.append(
+        f"break-even: this costs less than the replaced system's fixed bill below {be:,} creations a month at this mix"
+        if be
+        else "break-even: not reached below 10^9 creations a month"
+    )
     out.append("latency a user sees, against the replaced system's always-warm worker: "
                + ", ".join(f"{kind} {per[HAPPY[kind]]['latency_seconds']['total']:.0f} s vs "
                            f"{rep['latency_seconds'][kind]:.0f} s" for kind in HAPPY))
@@ -207,9 +214,15 @@ def render(r: dict[str, Any]) -> str:
     for limit, value in sorted(r["capacity_per_minute"].items(), key=lambda kv: kv[1]):
         out.append(f"  {value:>10,.1f}  {limit}")
     demand, cap = r["average_demand_per_minute"], r["capacity_per_minute"][r["binds_first"]]
-    out.append(f"binds first: {r['binds_first']}; this volume averages {demand:,.1f} creations a minute"
-               + (" (over it even on average: raise the quota)" if demand > cap else
-                  f" ({demand / cap:.0%} of it: peaks above it are throttled, jobs.run answers 429 and the connector retries)"))
+    out.append(
+        f"binds first: {r['binds_first']}; this volume averages {demand:,.1f} creations a minute"
+        + (
+            " (over it even on average: raise the quota)"
+            if demand > cap
+            else f" ({demand / cap:.0%} of it: peaks above it are throttled, "
+            "jobs.run answers 429 and the connector retries)"
+        )
+    )
     return "\n".join(out)
 
 

@@ -195,9 +195,13 @@ def price_month(u: Usage, prices: dict[str, Any], *, fixed_secret_versions: int 
     bill.lines["Firestore"] = (
         _over(u.firestore_reads, f["free_reads_per_day"] * DAYS_PER_MONTH) / 1e5 * f["read_per_100k"]
         + _over(u.firestore_writes, f["free_writes_per_day"] * DAYS_PER_MONTH) / 1e5 * f["write_per_100k"])
-    bill.lines["Cloud Tasks"] = _over(u.tasks_operations, t["free_operations_per_month"]) / 1e6 * t["per_million_operations"]
-    bill.lines["Secret Manager"] = (_over(u.secret_accesses, s["free_accesses_per_month"]) / 1e4 * s["per_10k_accesses"]
-                                    + _over(fixed_secret_versions, s["free_active_versions"]) * s["per_active_version_month"])
+    bill.lines["Cloud Tasks"] = (
+        _over(u.tasks_operations, t["free_operations_per_month"]) / 1e6 * t["per_million_operations"]
+    )
+    bill.lines["Secret Manager"] = (
+        _over(u.secret_accesses, s["free_accesses_per_month"]) / 1e4 * s["per_10k_accesses"]
+        + _over(fixed_secret_versions, s["free_active_versions"]) * s["per_active_version_month"]
+    )
     bill.lines["Cloud Scheduler"] = _over(scheduler_jobs, c["free_jobs"]) * c["per_job_month"]
     return bill
 

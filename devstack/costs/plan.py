@@ -85,7 +85,15 @@ def memory_gib(text: str) -> float:
     if not m:
         raise PlanError(f"cannot read the memory size {text!r}")
     value, unit = float(m.group(1)), m.group(2) or ""
-    factor = {"Ki": 2**-20, "Mi": 2**-10, "Gi": 1.0, "K": 1e3 / 2**30, "M": 1e6 / 2**30, "G": 1e9 / 2**30, "": 1 / 2**30}
+    factor = {
+        "Ki": 2**-20,
+        "Mi": 2**-10,
+        "Gi": 1.0,
+        "K": 1e3 / 2**30,
+        "M": 1e6 / 2**30,
+        "G": 1e9 / 2**30,
+        "": 1 / 2**30,
+    }
     return value * factor[unit]
 
 

@@ -17,10 +17,10 @@ import asyncio
 import base64
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 

@@ -122,7 +122,7 @@ def render_video(prompt: str, aspect_ratio: str, duration_seconds: int, *,
         width, height, fps = width // TINY_DIVISOR, height // TINY_DIVISOR, TINY_FPS
     box = max(8, min(width, height) // 10)
     top, _ = _colours(prompt)
-    colour = "0x%02x%02x%02x" % top
+    colour = f"0x{top[0]:02x}{top[1]:02x}{top[2]:02x}"
     with tempfile.TemporaryDirectory(prefix="genserver-") as tmp:
         out_path = os.path.join(tmp, "out.mp4")
         cmd = [_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]

@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         engine = Engine(db_path=args.db, clock=RealClock(), log_sink=print_log)
     except Exception as exc:
-        raise _UsageError(f"phoenix workflow: cannot open the database {args.db}: {exc}")
+        raise _UsageError(f"phoenix workflow: cannot open the database {args.db}: {exc}") from exc
     try:
         try:
             engine.deploy(_workflow_id(path), path, env=env)
@@ -145,11 +145,11 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             _print_problems(exc, err)
             return EXIT_USAGE
         except InvalidArgument as exc:
-            raise _UsageError(f"phoenix workflow: {exc}")
+            raise _UsageError(f"phoenix workflow: {exc}") from exc
         try:
             name = engine.start(_workflow_id(path), argument)
         except EngineError as exc:
-            raise _UsageError(f"phoenix workflow: {exc}")
+            raise _UsageError(f"phoenix workflow: {exc}") from exc
         try:
             execution = engine.wait(name, args.timeout)
             if execution["state"] in ("QUEUED", "ACTIVE"):
@@ -193,7 +193,7 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 failed = True
                 continue
             except InvalidArgument as exc:
-                raise _UsageError(f"phoenix workflow: {exc}")
+                raise _UsageError(f"phoenix workflow: {exc}") from exc
             print(f"deployed {engine.workflow_name(_workflow_id(path))} (revision {revision})",
                   file=out)
         if failed:
@@ -204,7 +204,7 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             rest = ExecutionsServer(engine, port=args.port)
             grpc_server = ExecutionsGrpcServer(engine, port=args.grpc_port)
         except OSError as exc:
-            raise _UsageError(f"phoenix workflow: cannot listen: {exc}")
+            raise _UsageError(f"phoenix workflow: cannot listen: {exc}") from exc
         grpc_server.start()
         print(f"serving the Executions API: REST {rest.url}  gRPC {grpc_server.address}",
               file=out, flush=True)
@@ -239,14 +239,14 @@ def _argument(args: argparse.Namespace) -> Any:
             text = Path(args.data_file).read_text(encoding="utf-8")
         except OSError as exc:
             raise _UsageError(f"phoenix workflow: cannot read --data-file {args.data_file}: "
-                              f"{exc.strerror or exc}")
+                              f"{exc.strerror or exc}") from exc
         origin = f"--data-file {args.data_file}"
     else:
         return None
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise _UsageError(f"phoenix workflow: {origin} is not valid JSON: {exc}")
+        raise _UsageError(f"phoenix workflow: {origin} is not valid JSON: {exc}") from exc
 
 
 def _env(pairs: list[str]) -> dict[str, str]:

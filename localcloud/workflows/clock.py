@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 # 2026-01-01T00:00:00Z: a fixed start, so virtual timestamps are reproducible.
 DEFAULT_VIRTUAL_START = 1_767_225_600.0

@@ -65,10 +65,10 @@ class _Ctx:
         self.loop = loop            # None | "for" | "parallel_for"
         self.in_branch = in_branch
 
-    def with_loop(self, loop: str) -> "_Ctx":
+    def with_loop(self, loop: str) -> _Ctx:
         return _Ctx(self.routine, loop, self.in_branch)
 
-    def branch(self, loop: str | None = None) -> "_Ctx":
+    def branch(self, loop: str | None = None) -> _Ctx:
         return _Ctx(self.routine, loop, True)
 
 

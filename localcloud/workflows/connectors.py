@@ -10,7 +10,8 @@ the engine's clock; each poll is a billable step and is counted on the step entr
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from localcloud.workflows.errors import ExecutionCancelled, WorkflowError, system_error, type_error
 

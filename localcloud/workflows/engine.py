@@ -24,8 +24,9 @@ import sys
 import threading
 import uuid
 import weakref
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from localcloud.workflows import limits
 from localcloud.workflows.clock import Clock, RealClock
@@ -68,7 +69,7 @@ _LABEL_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
 
 # Engines alive in this process, so that opening a second engine on the same database does
 # not mistake the first one's running executions for interrupted ones.
-_LIVE_ENGINES: "weakref.WeakValueDictionary[str, Engine]" = weakref.WeakValueDictionary()
+_LIVE_ENGINES: weakref.WeakValueDictionary[str, Engine] = weakref.WeakValueDictionary()
 
 
 class Deployment:
@@ -568,7 +569,7 @@ class Engine:
         self.db.close()
         _LIVE_ENGINES.pop(self.engine_id, None)
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -19,7 +19,7 @@ class WorkflowError(Exception):
         self.value = value
 
     @classmethod
-    def tagged(cls, tag: str, message: str, **extra: Any) -> "WorkflowError":
+    def tagged(cls, tag: str, message: str, **extra: Any) -> WorkflowError:
         return cls({"message": message, "tags": [tag], **extra})
 
     @property

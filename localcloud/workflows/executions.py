@@ -24,7 +24,7 @@ BASIC_FIELDS = ("name", "state", "createTime", "startTime", "endTime", "duration
 def rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
-    moment = _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
+    moment = _dt.datetime.fromtimestamp(ts, tz=_dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}Z"
 
 
@@ -39,7 +39,7 @@ def parse_rfc3339(text: str) -> float:
     except ValueError:
         raise InvalidArgument(f"not an RFC 3339 time: {text!r}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
+        moment = moment.replace(tzinfo=_dt.UTC)
     return moment.timestamp()
 
 

@@ -11,8 +11,9 @@ shape the engine produces. (Step entries exist only in REST: see server.py.)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 from google.cloud.workflows.executions_v1.types import executions as types
@@ -59,14 +60,14 @@ class ExecutionsGrpcServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self) -> "ExecutionsGrpcServer":
+    def start(self) -> ExecutionsGrpcServer:
         self._server.start()
         return self
 
     def stop(self, grace: float = 1.0) -> None:
         self._server.stop(grace).wait()
 
-    def __enter__(self) -> "ExecutionsGrpcServer":
+    def __enter__(self) -> ExecutionsGrpcServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from localcloud.workflows import values as V
 from localcloud.workflows.errors import index_error, key_error, type_error

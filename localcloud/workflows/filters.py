@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from localcloud.workflows.errors import InvalidArgument
 from localcloud.workflows.executions import parse_duration, parse_rfc3339

@@ -8,7 +8,8 @@ the record. An entry's life (begin, then succeed, fail or cancel) is one context
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from localcloud.workflows.errors import ExecutionCancelled, WorkflowError, system_error
 
@@ -27,7 +28,7 @@ class Entry:
                  "error", "parent", "meta")
 
     def __init__(self, key: int, entry_id: int, routine: str, step: str, type_: str,
-                 parent: "Entry | None", now: float, meta: dict | None):
+                 parent: Entry | None, now: float, meta: dict | None):
         self.key = key
         self.id = entry_id
         self.routine = routine
@@ -58,7 +59,7 @@ class History:
         self.last: Entry | None = None   # the entry begun last (the execution's current step)
 
     def record(self, routine: str, step: str, type_: str, parent: Entry | None,
-               meta: dict | None = None, where: str | None = None) -> "EntryLife":
+               meta: dict | None = None, where: str | None = None) -> EntryLife:
         """`with history.record(...) as entry:` begins an entry and ends it as the body does:
         succeeded; failed with the error's value; cancelled. Any other exception is a defect
         of the engine or a recursion too deep: it fails the entry and leaves the block as the

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from localcloud.workflows import limits
 from localcloud.workflows.errors import (
@@ -51,7 +52,7 @@ class CancelToken:
         for child in children:
             child.cancel(reason)
 
-    def child(self) -> "CancelToken":
+    def child(self) -> CancelToken:
         token = CancelToken()
         with self.lock:
             self.children.append(token)
@@ -60,7 +61,7 @@ class CancelToken:
             token.cancel(reason)
         return token
 
-    def discard(self, child: "CancelToken") -> None:
+    def discard(self, child: CancelToken) -> None:
         with self.lock:
             try:
                 self.children.remove(child)
@@ -99,7 +100,7 @@ class CallContext:
 
     __slots__ = ("run", "clock", "env", "token", "execution_id")
 
-    def __init__(self, run: "Run", token: CancelToken):
+    def __init__(self, run: Run, token: CancelToken):
         self.run = run
         self.token = token
         self.clock = ExecutionClock(run.clock, token)

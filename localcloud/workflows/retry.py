@@ -8,7 +8,8 @@ retries with `retry.default_backoff` (1 s, x1.25, at most 60 s).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from localcloud.workflows.errors import WorkflowError, type_error
 from localcloud.workflows.templates import Literal, Template, compile_value

@@ -59,7 +59,7 @@ class ExecutionsServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "ExecutionsServer":
+    def start(self) -> ExecutionsServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
                                         name="wf-executions-api")
         self._thread.start()
@@ -74,7 +74,7 @@ class ExecutionsServer:
         if self._thread is not None:
             self._thread.join(5)
 
-    def __enter__(self) -> "ExecutionsServer":
+    def __enter__(self) -> ExecutionsServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

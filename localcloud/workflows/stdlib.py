@@ -14,8 +14,9 @@ import codecs
 import hashlib
 import math
 import re
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
 from urllib.parse import quote, quote_plus, unquote_plus
 
 from localcloud.workflows import stdlib_http
@@ -513,7 +514,7 @@ def _time_format(ctx, seconds, timezone=None):
     return text
 
 
-_UTC = timezone.utc
+_UTC = UTC
 
 
 @_function("time.parse")

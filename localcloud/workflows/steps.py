@@ -35,7 +35,7 @@ class Goto:
 
     __slots__ = ("block", "index", "name")
 
-    def __init__(self, block: "Block", index: int, name: str):
+    def __init__(self, block: Block, index: int, name: str):
         self.block = block
         self.index = index
         self.name = name
@@ -58,7 +58,7 @@ class Block:
 
     __slots__ = ("steps", "parent", "kind")
 
-    def __init__(self, steps: list["Step"], parent: "Block | None", kind: str):
+    def __init__(self, steps: list[Step], parent: Block | None, kind: str):
         self.steps = steps
         self.parent = parent
         self.kind = kind   # routine | nested | for | branch | try | except | condition

@@ -6,7 +6,8 @@ literal between steps and executions is safe.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from localcloud.workflows.errors import type_error
 from localcloud.workflows.expressions import compile_expression, expression_source, is_expression

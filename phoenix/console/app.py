@@ -3,7 +3,7 @@ of the operator layer behind CSRF-checked forms."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -27,7 +27,7 @@ LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 def _age(value: datetime | None, now: datetime | None = None) -> str:
     if value is None:
         return "-"
-    seconds = ((now or datetime.now(timezone.utc)) - value).total_seconds()
+    seconds = ((now or datetime.now(UTC)) - value).total_seconds()
     if seconds < 0:
         return "just now"
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -76,7 +76,7 @@ def create_console(reader: ConsoleReader, actions: Actions, *, operator: str,
     def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         token = csrf.token_for(request)
         response = templates.TemplateResponse(request, name, {
-            "csrf": token, "operator": operator, "where": where, "now": datetime.now(timezone.utc),
+            "csrf": token, "operator": operator, "where": where, "now": datetime.now(UTC),
             **context}, status_code=status_code)
         if getattr(request.state, "new_csrf", None):
             response.set_cookie(csrf.COOKIE, token, httponly=True, samesite="strict", path="/")

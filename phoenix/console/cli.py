@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
@@ -18,8 +18,12 @@ DEFAULT_PORT = 8090
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="phoenix console", description="The operator console, on 127.0.0.1.")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="a local stack's data dir (phoenix dev --data-dir): its store DIR/phoenix.sqlite3 and its job logs")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="a local stack's data dir (phoenix dev --data-dir): its store DIR/phoenix.sqlite3 and its job logs",
+    )
     p.add_argument("--engine-url", default=None,
                    help="the local engine's Executions API (PHOENIX_LOCAL_ENGINE_URL; phoenix dev: --port + 1)")
     return p

@@ -43,4 +43,6 @@ def check(request: Request, submitted: str | None) -> None:
         raise CsrfRejected("a form from an opaque origin cannot act on this console")
     cookie = request.cookies.get(COOKIE)
     if not cookie or not submitted or not hmac.compare_digest(cookie, submitted):
-        raise CsrfRejected("the form's token does not match this browser's console session; reload the page and try again")
+        raise CsrfRejected(
+            "the form's token does not match this browser's console session; reload the page and try again"
+        )

@@ -269,8 +269,9 @@ class ConsoleReader:
             windows[label] = {"counts": counts, "total": sum(counts.values()),
                               "codes": sorted(codes.items(), key=lambda kv: (-kv[1], kv[0]))[:10],
                               "capped": token is not None}
-        newest, _ = self.store.search_creations(statuses=[Status.DRAFT, Status.FAILED], created_from=now - timedelta(days=1),
-                                                limit=OVERVIEW_EXECUTIONS)
+        newest, _ = self.store.search_creations(
+            statuses=[Status.DRAFT, Status.FAILED], created_from=now - timedelta(days=1), limit=OVERVIEW_EXECUTIONS
+        )
         windows["last day"]["newest"] = [c for c in newest if c.execution_ids]
         # Step times of the last day's newest finished executions.
         durations: dict[str, list[float]] = {}

@@ -37,7 +37,7 @@ class UvicornThread:
         self.server = uvicorn.Server(server_config(app, app.state.settings))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def start(self) -> "UvicornThread":
+    def start(self) -> UvicornThread:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:
@@ -60,7 +60,7 @@ class ApiStack:
     storage: MediaStorage
     executions: ExecutionsRestServer
 
-    def user(self, tokens: int = 100, uid: str | None = None) -> "UserClient":
+    def user(self, tokens: int = 100, uid: str | None = None) -> UserClient:
         """A new user with `tokens`, and an HTTP client that sends their bearer token."""
         uid = uid or f"user-{uuid.uuid4().hex[:12]}"
         if tokens:

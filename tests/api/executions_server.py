@@ -12,7 +12,7 @@ import threading
 import uuid
 from concurrent import futures
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from google_rest_fake import GoogleRestFake, google_error
 
@@ -71,7 +71,7 @@ class ExecutionsRestServer(GoogleRestFake, ExecutionsRecorder):
         except (ValueError, TypeError, AttributeError):
             return 400, google_error(400, "INVALID_ARGUMENT", "argument must be a JSON string")
         started = self.record(match.group(1), argument, body.get("labels") or {})
-        now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         return 200, json.dumps({"name": started.name, "state": "ACTIVE", "argument": argument,
                                 "labels": started.labels, "startTime": now}).encode()
 
@@ -108,7 +108,7 @@ class ExecutionsGrpcServer(ExecutionsRecorder):
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.address = f"127.0.0.1:{self.port}"
 
-    def start(self) -> "ExecutionsGrpcServer":
+    def start(self) -> ExecutionsGrpcServer:
         self.server.start()
         return self
 

@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import google.auth.transport.requests
 import pytest
 from cryptography import x509
-from fastapi.testclient import TestClient
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from fastapi.testclient import TestClient
 from google.auth import crypt, jwt, transport
 
 from api.auth import (
@@ -73,7 +73,7 @@ def test_make_local_token_refuses_unusable_uids(uid):
 def _key_and_cert() -> tuple[bytes, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "securetoken.test")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
@@ -196,7 +196,9 @@ def test_firebase_mode_over_http(signing, tmp_path):
         assert bad.status_code == 401
         assert bad.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
         assert bad.json()["error"]["code"] == "UNAUTHENTICATED"
-        local = client.get("/v1/me", headers={"Authorization": f"Bearer {make_local_token('u1', 'phoenix-local-dev-secret')}"})
+        local = client.get(
+            "/v1/me", headers={"Authorization": f"Bearer {make_local_token('u1', 'phoenix-local-dev-secret')}"}
+        )
         assert local.status_code == 401  # local tokens are not accepted in firebase mode
     store.close()
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import httpx
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from api_stack import SECRET, UvicornThread, api_settings
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from api.auth import make_local_token
 from api.main import create_app

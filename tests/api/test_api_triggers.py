@@ -13,6 +13,8 @@ from google.cloud import tasks_v2
 from google.cloud.workflows import executions_v1
 from google.cloud.workflows.executions_v1.services.executions.transports.grpc import ExecutionsGrpcTransport
 
+from creations.model import Creation, CreationType
+from creations.settings import Settings
 from creations.triggers import (
     ExecutionsRestClient,
     ExecutionsTrigger,
@@ -20,8 +22,6 @@ from creations.triggers import (
     TriggerFailed,
     trigger_from_settings,
 )
-from creations.model import Creation, CreationType
-from creations.settings import Settings
 from localcloud.cloudtasks import CloudTasksServer
 
 WORKFLOW = "projects/proj-1/locations/europe-west1/workflows/creation"

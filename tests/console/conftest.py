@@ -8,7 +8,7 @@ API and its job logs. Under `-n 2 --dist loadgroup` these tests run on one worke
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest

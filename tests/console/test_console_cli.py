@@ -38,7 +38,9 @@ def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 60.0) ->
         seen.append(line)
         if needle in line:
             return line
-    raise AssertionError(f"{needle!r} not printed; got:\n{''.join(seen)}{proc.stderr.read() if proc.poll() is not None else ''}")
+    raise AssertionError(
+        f"{needle!r} not printed; got:\n{''.join(seen)}{proc.stderr.read() if proc.poll() is not None else ''}"
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -70,9 +72,14 @@ def test_phoenix_console_serves_on_loopback_only(tmp_path):
     with socket_port() as port:
         pass
     env = {k: v for k, v in env_for(tmp_path).items() if k != "PHOENIX_SQLITE_PATH"}
-    proc = subprocess.Popen([sys.executable, "-m", "phoenix.cli", "console", "--port", str(port),
-                             "--data-dir", str(tmp_path)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "phoenix.cli", "console", "--port", str(port), "--data-dir", str(tmp_path)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = wait_for_line(proc, "phoenix console on")
         assert f"http://127.0.0.1:{port}/" in line

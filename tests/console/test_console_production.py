@@ -13,7 +13,12 @@ from fastapi.testclient import TestClient
 from creations.model import Creation, CreationError, CreationType
 from phoenix.console.cli import Console
 from tests.console.executions_rest_fake import MAX_PAGE, ExecutionsRestFake
-from tests.support.firestore import emulator_settings, firestore_emulator, firestore_project, firestore_store  # noqa: F401
+from tests.support.firestore import (  # noqa: F401
+    emulator_settings,
+    firestore_emulator,
+    firestore_project,
+    firestore_store,
+)
 from tests.support.stack import marker
 
 pytestmark = pytest.mark.xdist_group("console")
@@ -39,7 +44,7 @@ def fake():
 
 
 def test_against_a_project_the_console_reads_firestore_and_the_executions_api(
-        down_run, fake, firestore_store, firestore_project):
+        down_run, fake, firestore_store, firestore_project):  # noqa: F811
     execution, entries = down_run
     # The same execution, as Google would name it in the project.
     local_name = execution["name"]
@@ -97,7 +102,7 @@ def test_against_a_project_the_console_reads_firestore_and_the_executions_api(
         console.close()
 
 
-def test_an_execution_the_api_cannot_serve_is_named_not_hidden(fake, firestore_store, firestore_project):
+def test_an_execution_the_api_cannot_serve_is_named_not_hidden(fake, firestore_store, firestore_project):  # noqa: F811
     uid = "user-prod-2"
     firestore_store.grant(uid, 2, f"grant:{uid}")
     creation = Creation(id=Creation.new_id(), uid=uid, type=CreationType.IMAGE, prompt="x", options={}, cost=1)

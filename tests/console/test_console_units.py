@@ -64,13 +64,19 @@ def test_percentiles_by_nearest_rank():
 
 def test_job_log_lines_of_one_creation_from_every_log_file(tmp_path):
     (tmp_path / "jobs").mkdir()
-    line = lambda cid, msg, t: json.dumps({"creationId": cid, "message": msg, "time": t, "severity": "INFO",
-                                           "step": "upload", "attempt": 1})
+
+    def line(cid, msg, t):
+        return json.dumps({"creationId": cid, "message": msg, "time": t, "severity": "INFO",
+                           "step": "upload", "attempt": 1})
+
     (tmp_path / "jobs" / "creation-upload-00001.log").write_text(
         line("c1", "second", "2026-01-01T00:00:02") + "\nnot json c1\n" + line("c2", "other", "2026-01-01T00:00:01"))
     (tmp_path / "jobs.log").write_text(line("c1", "first", "2026-01-01T00:00:01") + "\n")
     lines = LocalJobLogs(tmp_path).lines("c1")
-    assert [(l.message, l.source) for l in lines] == [("first", "jobs.log"), ("second", "creation-upload-00001.log")]
+    assert [(entry.message, entry.source) for entry in lines] == [
+        ("first", "jobs.log"),
+        ("second", "creation-upload-00001.log"),
+    ]
     assert LocalJobLogs(tmp_path / "missing").lines("c1") == []
 
 
@@ -84,7 +90,12 @@ def test_the_cloud_logging_link_filters_on_the_creation_or_the_job_execution():
 
 def test_filters_are_read_from_the_query_string():
     f = parse_filter({"status": "failed", "code": "storage_error", "since": "2026-01-01T10:00", "uid": " u1 "})
-    assert (f.status, f.code, f.uid, f.since.isoformat()) == ("failed", "STORAGE_ERROR", "u1", "2026-01-01T10:00:00+00:00")
+    assert (f.status, f.code, f.uid, f.since.isoformat()) == (
+        "failed",
+        "STORAGE_ERROR",
+        "u1",
+        "2026-01-01T10:00:00+00:00",
+    )
     assert f.query(page="t") == {"status": "failed", "uid": "u1", "code": "STORAGE_ERROR",
                                  "since": "2026-01-01T10:00", "page": "t"}
     with pytest.raises(ValueError, match="until must be a date and time"):

@@ -16,7 +16,13 @@ PROJECT = "demo-project"
 REGION = "us-central1"
 
 # What deploy.sh reads from the repository (no firestore.rules: a test adds one when it wants it).
-SCRIPT_FILES = ["deploy.sh", "deploy/compare.py", "cloudbuild.yaml", "workflows/creation.yaml", "firestore.indexes.json"]
+SCRIPT_FILES = [
+    "deploy.sh",
+    "deploy/compare.py",
+    "cloudbuild.yaml",
+    "workflows/creation.yaml",
+    "firestore.indexes.json",
+]
 
 ENV = {
     "R2_ENDPOINT_URL": "https://0123456789abcdef0123456789abcdef.r2.cloudflarestorage.com",

@@ -19,29 +19,58 @@ BOOLEAN_FLAGS = {"--quiet", "--async", "--enabled", "--allow-unauthenticated", "
 
 # Longest command paths first.
 COMMANDS = [
-    ("firestore", "indexes", "composite", "list"), ("firestore", "indexes", "composite", "create"),
-    ("firestore", "indexes", "fields", "describe"), ("firestore", "indexes", "fields", "update"),
-    ("scheduler", "jobs", "create", "http"), ("scheduler", "jobs", "update", "http"),
+    ("firestore", "indexes", "composite", "list"),
+    ("firestore", "indexes", "composite", "create"),
+    ("firestore", "indexes", "fields", "describe"),
+    ("firestore", "indexes", "fields", "update"),
+    ("scheduler", "jobs", "create", "http"),
+    ("scheduler", "jobs", "update", "http"),
     ("artifacts", "docker", "images", "describe"),
-    ("firestore", "databases", "describe"), ("firestore", "databases", "create"), ("firestore", "databases", "delete"),
-    ("artifacts", "repositories", "describe"), ("artifacts", "repositories", "create"), ("artifacts", "repositories", "delete"),
-    ("iam", "service-accounts", "describe"), ("iam", "service-accounts", "create"), ("iam", "service-accounts", "delete"),
-    ("iam", "service-accounts", "get-iam-policy"), ("iam", "service-accounts", "add-iam-policy-binding"),
+    ("firestore", "databases", "describe"),
+    ("firestore", "databases", "create"),
+    ("firestore", "databases", "delete"),
+    ("artifacts", "repositories", "describe"),
+    ("artifacts", "repositories", "create"),
+    ("artifacts", "repositories", "delete"),
+    ("iam", "service-accounts", "describe"),
+    ("iam", "service-accounts", "create"),
+    ("iam", "service-accounts", "delete"),
+    ("iam", "service-accounts", "get-iam-policy"),
+    ("iam", "service-accounts", "add-iam-policy-binding"),
     ("iam", "service-accounts", "remove-iam-policy-binding"),
-    ("run", "jobs", "describe"), ("run", "jobs", "deploy"), ("run", "jobs", "delete"),
-    ("run", "jobs", "get-iam-policy"), ("run", "jobs", "add-iam-policy-binding"),
-    ("run", "services", "describe"), ("run", "services", "delete"),
-    ("tasks", "queues", "describe"), ("tasks", "queues", "create"), ("tasks", "queues", "update"),
-    ("tasks", "queues", "delete"), ("tasks", "queues", "get-iam-policy"), ("tasks", "queues", "add-iam-policy-binding"),
-    ("scheduler", "jobs", "describe"), ("scheduler", "jobs", "delete"),
+    ("run", "jobs", "describe"),
+    ("run", "jobs", "deploy"),
+    ("run", "jobs", "delete"),
+    ("run", "jobs", "get-iam-policy"),
+    ("run", "jobs", "add-iam-policy-binding"),
+    ("run", "services", "describe"),
+    ("run", "services", "delete"),
+    ("tasks", "queues", "describe"),
+    ("tasks", "queues", "create"),
+    ("tasks", "queues", "update"),
+    ("tasks", "queues", "delete"),
+    ("tasks", "queues", "get-iam-policy"),
+    ("tasks", "queues", "add-iam-policy-binding"),
+    ("scheduler", "jobs", "describe"),
+    ("scheduler", "jobs", "delete"),
     ("billing", "projects", "describe"),
-    ("projects", "describe"), ("projects", "get-iam-policy"), ("projects", "add-iam-policy-binding"),
+    ("projects", "describe"),
+    ("projects", "get-iam-policy"),
+    ("projects", "add-iam-policy-binding"),
     ("projects", "remove-iam-policy-binding"),
-    ("secrets", "describe"), ("secrets", "get-iam-policy"), ("secrets", "add-iam-policy-binding"),
+    ("secrets", "describe"),
+    ("secrets", "get-iam-policy"),
+    ("secrets", "add-iam-policy-binding"),
     ("secrets", "remove-iam-policy-binding"),
-    ("services", "list"), ("services", "enable"),
-    ("workflows", "describe"), ("workflows", "deploy"), ("workflows", "delete"),
-    ("builds", "submit"), ("run", "deploy"), ("auth", "list"), ("auth", "print-access-token"),
+    ("services", "list"),
+    ("services", "enable"),
+    ("workflows", "describe"),
+    ("workflows", "deploy"),
+    ("workflows", "delete"),
+    ("builds", "submit"),
+    ("run", "deploy"),
+    ("auth", "list"),
+    ("auth", "print-access-token"),
 ]
 
 
@@ -203,15 +232,26 @@ def main(argv: list[str]) -> int:
             parts = dict(p.split("=", 1) for p in config.split(","))
             fields.append({"fieldPath": parts["field-path"], "order": parts["order"].upper()})
         fields.append({"fieldPath": "__name__", "order": fields[-1]["order"]})
-        items.setdefault("all", []).append({
-            "name": f"projects/p/databases/d/collectionGroups/{flags['--collection-group']}/indexes/i{len(items.get('all', []))}",
-            "queryScope": flags["--query-scope"].upper().replace("-", "_"), "fields": fields, "state": "READY"})
+        items.setdefault("all", []).append(
+            {
+                "name": f"projects/p/databases/d/collectionGroups/{flags['--collection-group']}"
+                f"/indexes/i{len(items.get('all', []))}",
+                "queryScope": flags["--query-scope"].upper().replace("-", "_"),
+                "fields": fields,
+                "state": "READY",
+            }
+        )
         record("create", kind, flags["--collection-group"])
         save(state)
         return 0
     if kind == "firestore.indexes.fields":
         if verb == "describe":
-            print(json.dumps(items.get(name) or {"indexConfig": {"usesAncestorConfig": True, "indexes": [{"order": "ASCENDING"}]}}))
+            print(
+                json.dumps(
+                    items.get(name)
+                    or {"indexConfig": {"usesAncestorConfig": True, "indexes": [{"order": "ASCENDING"}]}}
+                )
+            )
             return 0
         items[name] = {"indexConfig": {"indexes": []}}
         record("update", kind, name)

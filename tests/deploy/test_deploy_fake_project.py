@@ -7,7 +7,6 @@ import json
 from collections import Counter
 
 import pytest
-
 from deploy_project import ENV, PROJECT, REPO, make_project
 
 STEP_JOBS = {"creation-debit-check", "creation-mark-processing", "creation-generate-image", "creation-generate-video",
@@ -58,14 +57,21 @@ def test_first_run_creates_everything_and_a_second_run_creates_nothing(project):
     indexes = json.loads((REPO / "firestore.indexes.json").read_text())["indexes"]
     assert counts[("create", "firestore.indexes.composite")] == len(indexes)
     assert counts[("update", "firestore.indexes.fields")] == 4
-    assert not any(c["op"] in ("update", "delete", "revoke") and c["kind"] not in ("firestore.indexes.fields",) for c in made)
+    assert not any(
+        c["op"] in ("update", "delete", "revoke") and c["kind"] not in ("firestore.indexes.fields",) for c in made
+    )
     assert "created" in first.stderr and "API: https://creations-api-fake.a.run.app" in first.stderr
 
     second = project.run()
     assert project.take_changes() == []
     lines = [line for line in second.stderr.splitlines() if line.startswith("  ") and not line.startswith("  API:")]
     assert lines and all(line.rstrip().endswith("up to date") for line in lines), second.stderr
-    for name in STEP_JOBS | {"creations-api", "creation", "creations-video", "phoenix-scheduler@demo-project.iam.gserviceaccount.com"}:
+    for name in STEP_JOBS | {
+        "creations-api",
+        "creation",
+        "creations-video",
+        "phoenix-scheduler@demo-project.iam.gserviceaccount.com",
+    }:
         assert any(name in line for line in lines), name
 
 
@@ -98,7 +104,9 @@ def test_a_queue_changed_by_hand_is_put_back(project):
     state["resources"]["tasks.queues"]["creations-video"]["json"]["rateLimits"]["maxConcurrentDispatches"] = 50
     (project.state_dir / "state.json").write_text(__import__("json").dumps(state))
     project.run()
-    assert [(c["op"], c["kind"], c["name"]) for c in project.take_changes()] == [("update", "tasks.queues", "creations-video")]
+    assert [(c["op"], c["kind"], c["name"]) for c in project.take_changes()] == [
+        ("update", "tasks.queues", "creations-video")
+    ]
 
 
 def test_a_missing_secret_stops_the_deploy_before_anything_is_created(project):

@@ -106,10 +106,12 @@ def test_every_gcloud_command_of_the_dry_run_parses_with_the_real_cli(tmp_path):
     elapsed = time.monotonic() - started
     failures = [f"{line}\n  exit {code}: {err.strip()[:400]}" for line, code, err in results
                 if not (code == 0 or (code == 1 and NO_ACCOUNT in err))]
-    assert not failures, "gcloud refused these commands for a reason other than the missing account:\n" + "\n".join(failures)
+    assert not failures, ("gcloud refused these commands for a reason other than the missing account:\n"
+                          + "\n".join(failures))
     # The read-only `auth list` succeeds without an account; everything else must have asked for one.
     assert sum(NO_ACCOUNT in err for _, _, err in results) >= len(results) - 1
-    print(f"\n{len(commands)} gcloud commands, {len(representatives)} distinct shapes run through gcloud in {elapsed:.1f} s")
+    print(f"\n{len(commands)} gcloud commands, {len(representatives)} distinct shapes "
+          f"run through gcloud in {elapsed:.1f} s")
 
 
 def test_an_unknown_flag_or_a_bad_choice_would_be_caught(tmp_path):
@@ -122,7 +124,9 @@ def test_an_unknown_flag_or_a_bad_choice_would_be_caught(tmp_path):
            "gcloud run jobs deploy j --image=i --region us-central1 --max-retry 0 --project=demo-project"]
 
     def run(line: str):
-        return subprocess.run(shlex.split(line), env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=240)
+        return subprocess.run(
+            shlex.split(line), env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=240
+        )
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         for result in pool.map(run, bad):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from deploy_project import ENV, REPO, make_project
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
@@ -28,7 +27,10 @@ def check_snapshot(name: str, lines: list[str]) -> None:
     if os.environ.get("PHOENIX_UPDATE_SNAPSHOTS") == "1":
         path.write_text(text)
     assert path.exists(), f"no snapshot {path}: run with PHOENIX_UPDATE_SNAPSHOTS=1 and review it"
-    assert text == path.read_text(), f"the plan differs from {path.name}; if intended, regenerate with PHOENIX_UPDATE_SNAPSHOTS=1 and review the diff"
+    assert text == path.read_text(), (
+        f"the plan differs from {path.name}; "
+        "if intended, regenerate with PHOENIX_UPDATE_SNAPSHOTS=1 and review the diff"
+    )
 
 
 @pytest.fixture
@@ -56,7 +58,9 @@ def test_the_plan_runs_checks_then_apis_then_resources_and_accounts_before_their
     plan = project.plan()
     assert all(line.startswith("gcloud ") for line in plan)
     assert first(plan, "gcloud services enable") > last(plan, "gcloud secrets describe")
-    changes = [i for i, line in enumerate(plan) if re.search(r" (create|deploy|submit|update|add-iam-policy-binding) ", line)]
+    changes = [
+        i for i, line in enumerate(plan) if re.search(r" (create|deploy|submit|update|add-iam-policy-binding) ", line)
+    ]
     assert min(changes) == first(plan, "gcloud services enable") + 2  # the registry is next (after its describe)
     assert last(plan, "gcloud iam service-accounts create") < first(plan, "gcloud projects add-iam-policy-binding")
     assert last(plan, "gcloud iam service-accounts create") < first(plan, "gcloud secrets add-iam-policy-binding")
@@ -114,8 +118,16 @@ def test_there_is_one_job_per_step_the_workflow_runs_each_with_no_platform_retri
     for name, args in jobs.items():
         assert _flag(args, "--max-retries") == "0", name
     # The figures of the system this replaces; light steps get the smallest size.
-    assert [_flag(jobs["creation-generate-video"], f) for f in ("--cpu", "--memory", "--task-timeout")] == ["2", "4Gi", "600s"]
-    assert [_flag(jobs["creation-generate-image"], f) for f in ("--cpu", "--memory", "--task-timeout")] == ["1", "1Gi", "300s"]
+    assert [_flag(jobs["creation-generate-video"], f) for f in ("--cpu", "--memory", "--task-timeout")] == [
+        "2",
+        "4Gi",
+        "600s",
+    ]
+    assert [_flag(jobs["creation-generate-image"], f) for f in ("--cpu", "--memory", "--task-timeout")] == [
+        "1",
+        "1Gi",
+        "300s",
+    ]
     for light in ("debit-check", "mark-processing", "finalize", "refund"):
         args = jobs[prefix + light]
         assert [_flag(args, "--cpu"), _flag(args, "--memory")] == ["1", "512Mi"]
@@ -130,7 +142,10 @@ def test_the_workflow_gets_the_env_vars_its_init_reads(project):
     deploy = shlex.split(plan[first(plan, "gcloud workflows deploy")])
     env = dict(pair.split("=", 1) for pair in _flag(deploy, "--set-env-vars").split(","))
     source = (REPO / "workflows" / "creation.yaml").read_text()
-    read = set(re.findall(r'sys\.get_env\("([A-Z_]+)"\)', source)) - {"GOOGLE_CLOUD_PROJECT_ID", "GOOGLE_CLOUD_LOCATION"}
+    read = set(re.findall(r'sys\.get_env\("([A-Z_]+)"\)', source)) - {
+        "GOOGLE_CLOUD_PROJECT_ID",
+        "GOOGLE_CLOUD_LOCATION",
+    }
     assert set(env) == read == {"JOBS_LOCATION", "JOB_PREFIX", "FIRESTORE_DATABASE"}
     assert env["JOB_PREFIX"] == "creation-" and env["JOBS_LOCATION"] == "us-central1"
     assert _flag(deploy, "--service-account").startswith("phoenix-workflow@")
@@ -140,12 +155,18 @@ def test_the_workflow_gets_the_env_vars_its_init_reads(project):
 def test_secrets_are_mounted_from_secret_manager_and_never_appear_in_the_plan(project):
     plan = project.plan()
     for line in plan:
-        assert "SECRET_ACCESS_KEY=" not in line.replace("PHOENIX_S3_SECRET_ACCESS_KEY=phoenix-r2-secret-access-key:latest", "")
+        assert "SECRET_ACCESS_KEY=" not in line.replace(
+            "PHOENIX_S3_SECRET_ACCESS_KEY=phoenix-r2-secret-access-key:latest", ""
+        )
     api = shlex.split(plan[first(plan, "gcloud run deploy creations-api")])
     assert _flag(api, "--set-secrets") == ("PHOENIX_S3_ACCESS_KEY_ID=phoenix-r2-access-key-id:latest,"
                                            "PHOENIX_S3_SECRET_ACCESS_KEY=phoenix-r2-secret-access-key:latest")
     env = dict(pair.split("=", 1) for pair in _flag(api, "--set-env-vars").split(","))
-    assert env["PHOENIX_STORE"] == "firestore" and env["PHOENIX_AUTH_MODE"] == "firebase" and env["PHOENIX_TRIGGER"] == "tasks"
+    assert (
+        env["PHOENIX_STORE"] == "firestore"
+        and env["PHOENIX_AUTH_MODE"] == "firebase"
+        and env["PHOENIX_TRIGGER"] == "tasks"
+    )
     assert env["PHOENIX_TASKS_SERVICE_ACCOUNT"].startswith("phoenix-tasks-invoker@")
     # Light jobs touch only Firestore: no secrets mounted.
     assert "--set-secrets" not in " ".join(_job_deploys(plan)["creation-refund"])
@@ -179,7 +200,11 @@ def test_bad_arguments_are_refused_with_the_reason(project):
 def test_only_plans_the_named_parts_in_order(project):
     plan = project.plan("--only", "workflow", "queues")
     changes = [line for line in plan if " create " in line or " deploy " in line]
-    assert [line.split()[1:3] for line in changes] == [["tasks", "queues"], ["tasks", "queues"], ["workflows", "deploy"]]
+    assert [line.split()[1:3] for line in changes] == [
+        ["tasks", "queues"],
+        ["tasks", "queues"],
+        ["workflows", "deploy"],
+    ]
 
 
 def test_the_dry_run_runs_no_gcloud(project, tmp_path):
@@ -212,4 +237,6 @@ def test_the_example_env_file_plans_on_a_fresh_checkout():
     if "uncommitted changes" in result.stderr:
         pytest.skip("the checkout has uncommitted changes: images are tagged with the commit")
     assert result.returncode == 0, result.stderr
-    assert any(line.startswith("gcloud scheduler jobs create http phoenix-reconcile") for line in result.stdout.splitlines())
+    assert any(
+        line.startswith("gcloud scheduler jobs create http phoenix-reconcile") for line in result.stdout.splitlines()
+    )

@@ -55,8 +55,10 @@ def test_every_drafts_media_and_every_job_log_survive_a_stop_and_a_restart(tmp_p
         store.grant(uid, 10, f"grant:{uid}")
         store.close()
         with first.client(uid) as client:
-            ids = [client.post("/v1/creations", json={"type": "image", "prompt": f"a harbour at night {n}"}).json()["id"]
-                   for n in range(2)]
+            ids = [
+                client.post("/v1/creations", json={"type": "image", "prompt": f"a harbour at night {n}"}).json()["id"]
+                for n in range(2)
+            ]
             before = {cid: media_digests(client, c) for cid, c in drafts_of(client, ids).items()}
     finally:
         if stop == "ctrl-c":

@@ -12,7 +12,7 @@ indirect=True)`.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -6,9 +6,9 @@ import json
 import uuid
 
 import pytest
-from tests.support.stack import Stack, jobs_started
 
 from creations.model import Creation, CreationType
+from tests.support.stack import Stack, jobs_started
 
 pytestmark = pytest.mark.slow
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,9 @@ import struct
 
 import httpx
 import pytest
-from tests.support.stack import Stack, job_runs, jobs_started, retries
 from PIL import Image
+
+from tests.support.stack import Stack, job_runs, jobs_started, retries
 
 pytestmark = pytest.mark.slow
 

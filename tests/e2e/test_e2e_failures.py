@@ -4,6 +4,7 @@ retries; every failure is refunded exactly once."""
 from __future__ import annotations
 
 import pytest
+
 from tests.support.stack import (
     Outcome,
     Stack,

@@ -7,9 +7,9 @@ import uuid
 
 import httpx
 import pytest
-from tests.support.stack import PROCESS, Outcome, Stack, User, creation_record, job_runs, jobs_started
 
 from creations.model import Status
+from tests.support.stack import PROCESS, Outcome, Stack, User, creation_record, job_runs, jobs_started
 
 pytestmark = pytest.mark.slow
 

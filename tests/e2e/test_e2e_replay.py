@@ -3,6 +3,9 @@ checkpoints (no second generation), reaches draft, and the user pays exactly onc
 from __future__ import annotations
 
 import pytest
+
+from creations.attempts import replay
+from creations.triggers import trigger_from_settings
 from tests.support.stack import (
     Stack,
     backoff_delays,
@@ -12,9 +15,6 @@ from tests.support.stack import (
     marker,
     retries,
 )
-
-from creations.attempts import replay
-from creations.triggers import trigger_from_settings
 
 pytestmark = pytest.mark.slow
 

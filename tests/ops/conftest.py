@@ -8,7 +8,7 @@ is in xdist group "ops".
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from ops_stack import OpsRun, OpsStack

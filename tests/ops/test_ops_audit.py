@@ -6,13 +6,13 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from tests.support.stack import Stack
 
 from devstack.stack import ROOT
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.xdist_group("ops")
 

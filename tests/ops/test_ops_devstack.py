@@ -40,7 +40,9 @@ def test_the_dev_banner_prints_the_ops_invocation_that_reaches_the_stack(tmp_pat
             except queue.Empty:
                 break
         ops_line = next((line for line in banner if line.startswith("ops:")), None)
-        assert ops_line, f"no ops line in the banner:\n{''.join(banner)}{dev.stderr.read() if dev.poll() is not None else ''}"
+        assert ops_line, (
+            f"no ops line in the banner:\n{''.join(banner)}{dev.stderr.read() if dev.poll() is not None else ''}"
+        )
         argv = shlex.split(ops_line.removeprefix("ops:"))
         assert argv[:2] == ["phoenix", "ops"] and argv[-1] == "list"
         assert str(data.resolve()) in argv

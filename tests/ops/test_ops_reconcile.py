@@ -3,11 +3,11 @@ refunded once; running ones are left alone; a dry run changes nothing."""
 from __future__ import annotations
 
 import pytest
-from tests.support.stack import Stack, closed_port, marker
 
 from creations.model import Creation, CreationType, Status
 from creations.replay import prepare_replay
 from creations.triggers import trigger_from_settings
+from tests.support.stack import Stack, closed_port, marker
 
 pytestmark = pytest.mark.xdist_group("ops")
 

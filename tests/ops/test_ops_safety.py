@@ -11,8 +11,8 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from ops_stack import OpsRun, OpsStack, marker
@@ -289,8 +289,9 @@ def test_cancel_stops_the_execution_records_why_and_refunds(ops, ops_stack: OpsS
 
 
 def test_the_operator_preview_names_the_steps_a_replay_skips(ops_stack: OpsStack, stack):
-    from creations.operator import Operator
     from test_ops_trace_replay import fail_upload
+
+    from creations.operator import Operator
 
     user = ops_stack.new_user(3)
     creation_id = fail_upload(stack, user, "a windmill at noon")

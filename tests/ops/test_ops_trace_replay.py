@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.support.stack import Stack, User, marker
 
 from creations.model import Status
+from tests.support.stack import Stack, User, marker
 
 pytestmark = pytest.mark.xdist_group("ops")
 
@@ -44,7 +44,9 @@ def test_trace_of_a_draft_shows_the_creation_its_execution_and_step_entries(ops,
     assert "checkpoint generate" in run.out and "checkpoint upload" in run.out
     assert f"execution {name}\n  state SUCCEEDED" in run.out
     # One row per step entry: the pipeline's steps and the jobs each one ran.
-    rows = [line.split() for line in run.out.splitlines() if line.startswith("  main ") or line.startswith("  run_step ")]
+    rows = [
+        line.split() for line in run.out.splitlines() if line.startswith("  main ") or line.startswith("  run_step ")
+    ]
     steps = {(r[0], r[1]) for r in rows}
     assert {("main", "generate_media"), ("main", "upload_media"), ("main", "finalize_creation"),
             ("run_step", "run_job")} <= steps
@@ -102,7 +104,10 @@ def test_replay_after_an_upload_failure_reaches_draft_paying_once_without_a_seco
     # The trace now shows both executions, the failed one first.
     trace = ops("trace", creation_id)
     assert trace.code == 0
-    assert [line.split()[1] for line in trace.out.splitlines() if line.startswith("  state ")] == ["FAILED", "SUCCEEDED"]
+    assert [line.split()[1] for line in trace.out.splitlines() if line.startswith("  state ")] == [
+        "FAILED",
+        "SUCCEEDED",
+    ]
 
 
 def test_bulk_replay_dry_run_lists_only_replayable_failures_and_changes_nothing(ops, stack):

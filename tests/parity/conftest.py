@@ -7,7 +7,7 @@ documents are wiped before each test (after the previous test's ledger audit).
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

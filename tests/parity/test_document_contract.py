@@ -9,7 +9,8 @@ served by the emulator's REST API (the connector's wire format) under the produc
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import yaml
 

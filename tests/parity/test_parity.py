@@ -189,7 +189,8 @@ def test_twenty_concurrent_creations_of_one_user_at_the_limit(stack: Stack):
 
 
 def test_phoenix_dev_grant_writes_the_running_stacks_firestore(stack: Stack, monkeypatch, capsys):
-    from devstack.cli import main as dev_main, stack_env
+    from devstack.cli import main as dev_main
+    from devstack.cli import stack_env
 
     running = stack_env(stack.data_dir)
     assert running is not None and running["PHOENIX_STORE"] == "firestore"

@@ -3,7 +3,7 @@ the jobs reach Firestore through FIRESTORE_EMULATOR_HOST in their environment, a
 mid-run is retried without charging twice."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

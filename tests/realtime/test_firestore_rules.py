@@ -4,7 +4,7 @@ anything. The documents are written by the real store adapter (server credential
 have exactly the shape production has."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

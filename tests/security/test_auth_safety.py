@@ -230,11 +230,11 @@ def _signed(uid_bytes: bytes) -> str:
 
 
 @pytest.mark.parametrize("raw", [
-    "Bearer local.YWxpY2U.é".encode("utf-8"),     # the signature part is compared: it must not raise
+    "Bearer local.YWxpY2U.é".encode(),     # the signature part is compared: it must not raise
     "Bearer local.YWxpY2U.é".encode("latin-1"),
     b"Bearer local.YWxpY2U.\xff\xfe",
-    "Bearer local.é.x".encode("utf-8"),
-    b"Bearer " + "ключ".encode("utf-8"),
+    "Bearer local.é.x".encode(),
+    b"Bearer " + "ключ".encode(),
 ])
 def test_a_non_ascii_bearer_token_is_401_not_500(api, raw):
     response = httpx.get(f"{api.url}/v1/me", headers={"Authorization": raw})

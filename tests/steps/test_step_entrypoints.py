@@ -11,7 +11,6 @@ from creations.pipeline import StepServices
 from creations.settings import Settings
 from steps.job import EXIT_CODES, ExitCode, main
 
-
 REQUIRED_LOG_FIELDS = {"severity", "message", "creationId", "step", "attempt", "time"}
 
 

@@ -1,7 +1,7 @@
 """Every store test runs against both adapters: SQLite in a temp dir and Firestore on the emulator."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

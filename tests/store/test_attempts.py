@@ -3,7 +3,7 @@ starting an attempt, compensating a trigger failure in one transaction, the repl
 operator action recorded on the creation, and search_creations' filters and pages."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 
@@ -144,7 +144,11 @@ def test_a_final_failure_is_not_replayed_unless_forced_with_a_reason(store, code
     done = replay(store, trigger, failed.id, actor="ops", force=True, reason="the user asked, ticket 42")
     assert done.forced and trigger.started == [(failed.id, 2)]
     [action] = store.get_creation(failed.id).actions
-    assert (action["action"], action["reason"], action["actor"]) == ("replay (forced)", "the user asked, ticket 42", "ops")
+    assert (action["action"], action["reason"], action["actor"]) == (
+        "replay (forced)",
+        "the user asked, ticket 42",
+        "ops",
+    )
 
 
 def test_a_forced_replay_that_cannot_start_stays_not_retryable_and_charges_nothing(store):
@@ -199,7 +203,7 @@ def test_actions_survive_every_later_write(store):
 
 def test_search_finds_any_users_creations_newest_first_with_filters_and_pages(store):
     made = []
-    for i, uid in enumerate(["ann", "bob", "ann", "cy", "ann"]):
+    for uid in ["ann", "bob", "ann", "cy", "ann"]:
         made.append(paid_creation(store, uid=uid, tokens=5))
     failed = failed_creation(store, "STORAGE_ERROR", retryable=True, uid="bob")
     everyone, token = store.search_creations(limit=100)
@@ -235,14 +239,17 @@ def test_refund_entries_of_the_money_path_are_the_pipelines(store):
     creation = paid_creation(store, tokens=2)
     with pytest.raises(AttemptNotStarted):
         start_attempt(store, Trigger(TriggerFailed("x")), creation)
-    assert [e.kind for e in store.ledger("alice") if e.creation_id == creation.id] == [EntryKind.DEBIT, EntryKind.REFUND]
+    assert [e.kind for e in store.ledger("alice") if e.creation_id == creation.id] == [
+        EntryKind.DEBIT,
+        EntryKind.REFUND,
+    ]
     assert [e.id for e in store.ledger("alice") if e.creation_id == creation.id] == [
         f"{creation.id}:1:debit", f"{creation.id}:1:refund"]
 
 
 def test_every_search_query_has_its_composite_index():
     import json
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import firestore
@@ -252,7 +259,7 @@ def test_every_search_query_has_its_composite_index():
 
     offline = FirestoreStore(firestore.Client(project="index-check", credentials=AnonymousCredentials()))
     indexes = json.loads(INDEXES.read_text())["indexes"]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     queries = {
         "everything": offline.search_query(),
         "by status": offline.search_query(["failed"]),

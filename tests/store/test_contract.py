@@ -1,7 +1,7 @@
 """The Store contract, run against both adapters (SQLite and Firestore on the emulator)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -304,7 +304,7 @@ def test_debit_of_a_missing_creation(store):
 def test_update_round_trips_every_field(store):
     store.grant("alice", 5, "signup:alice")
     creation = store.create_with_debit(make_creation(options={"aspect_ratio": "16:9", "duration_seconds": 8})).creation
-    at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
     def work(c: Creation) -> Creation:
         c.transition(Status.PROCESSING)
@@ -375,7 +375,7 @@ def test_update_keeps_an_explicit_updated_at(store):
     """The reconciler's tests (and operators' tools) may backdate a creation."""
     store.grant("alice", 5, "signup:alice")
     creation = store.create_with_debit(make_creation()).creation
-    old = datetime.now(timezone.utc) - timedelta(hours=3)
+    old = datetime.now(UTC) - timedelta(hours=3)
     store.update_creation(creation.id, lambda c: (setattr(c, "updated_at", old), c)[1])
     assert store.get_creation(creation.id).updated_at == old
 
@@ -385,7 +385,7 @@ def test_update_keeps_an_explicit_updated_at(store):
 def test_list_is_newest_first_with_pages(store):
     store.grant("alice", 20, "signup:alice")
     store.grant("bob", 1, "signup:bob")
-    base = datetime(2030, 5, 1, tzinfo=timezone.utc)
+    base = datetime(2030, 5, 1, tzinfo=UTC)
     made = []
     for i in range(7):
         # Two creations share each timestamp: the id breaks the tie, the same way on every page.
@@ -428,7 +428,7 @@ def test_list_refuses_a_forged_page_token_and_bad_limits(store):
 def test_find_creations_oldest_update_first(store):
     store.grant("alice", 10, "signup:alice")
     store.grant("bob", 10, "signup:bob")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     stale_pending = store.create_with_debit(make_creation("alice", updated_at=now - timedelta(hours=2))).creation
     stale_processing = store.create_with_debit(make_creation("bob")).creation
     store.update_creation(stale_processing.id, lambda c: (c.transition(Status.PROCESSING),

@@ -3,7 +3,7 @@ firestore.indexes.json has one for every query FirestoreStore sends."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -54,7 +54,7 @@ def test_every_query_has_its_composite_index(offline_store):
         "list": store.list_query("u"),
         "list by status": store.list_query("u", "draft"),
         "find for the reconciler": store.find_query(["pending", "processing"]),
-        "find stale": store.find_query(["pending"], datetime.now(timezone.utc)),
+        "find stale": store.find_query(["pending"], datetime.now(UTC)),
         "ledger": store.ledger_query("u"),
     }
     missing = [name for name, q in queries.items() if not covered(*shape(q), indexes)]

@@ -191,7 +191,9 @@ class ChaosRun:
                 return False
             if response.status_code != 202:
                 with self.lock:
-                    self.report.violations.append(f"{p.key}: POST answered {response.status_code} {response.text[:200]}")
+                    self.report.violations.append(
+                        f"{p.key}: POST answered {response.status_code} {response.text[:200]}"
+                    )
                 return True
             with self.lock:
                 p.ids.append(response.json()["id"])

@@ -7,7 +7,8 @@ own text (e.g. with `unique_prompt`).
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 

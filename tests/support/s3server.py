@@ -5,7 +5,8 @@ Use from a conftest.py: `from tests.support.s3server import s3_server, media_sto
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 

@@ -3,8 +3,8 @@ comment lines, and the last event id for a reconnect."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import httpx
 

@@ -13,8 +13,15 @@ from pathlib import Path
 import pytest
 
 from localcloud.workflows import (
-    ArgumentTooLarge, ConnectorRegistry, Engine, FailedPrecondition, InvalidArgument, NotFound,
-    RealClock, VirtualClock, WorkflowError,
+    ArgumentTooLarge,
+    ConnectorRegistry,
+    Engine,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    RealClock,
+    VirtualClock,
+    WorkflowError,
 )
 from localcloud.workflows.executions import parse_rfc3339
 from localcloud.workflows.paths import assign_path
