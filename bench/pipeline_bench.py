@@ -47,11 +47,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
-import yaml  # noqa: E402
 
 from api.auth import make_local_token  # noqa: E402
+from devstack.costs.measure import assign_counts, billable_steps, polling_policy, workflow_source  # noqa: E402
 from devstack.jobs import polls_for  # noqa: E402
-from devstack.stack import ROOT, WORKFLOW_FILE, LocalStack, StackConfig, settings_env  # noqa: E402
+from devstack.stack import ROOT, LocalStack, StackConfig, settings_env  # noqa: E402
 
 INTERNAL_PER_STEP = 0.01 / 1000
 EXTERNAL_PER_STEP = 0.025 / 1000
@@ -63,49 +63,11 @@ TARGET_START = 0.5                 # s, process-mode step start
 TARGET_STEPS = 40                  # billable steps per happy-path creation, polls apart
 
 
-# --- the YAML ---------------------------------------------------------------------------------
-
-
-def workflow_source() -> dict:
-    return yaml.safe_load(WORKFLOW_FILE.read_text())
-
-
-def assign_items(source: dict) -> dict[tuple[str, str], int]:
-    """(routine, step) -> number of assignments, for every assign step of the workflow."""
-    out: dict[tuple[str, str], int] = {}
-
-    def walk(routine: str, node) -> None:
-        if isinstance(node, list):
-            for item in node:
-                if isinstance(item, dict):
-                    for name, body in item.items():
-                        if isinstance(body, dict) and isinstance(body.get("assign"), list):
-                            out[(routine, name)] = len(body["assign"])
-                walk(routine, item)
-        elif isinstance(node, dict):
-            for value in node.values():
-                walk(routine, value)
-
-    for routine, body in source.items():
-        walk(routine, body)
-    return out
-
-
-def polling_policy(source: dict) -> dict:
-    step = source["run_step"]["steps"][0]["run_job"]["try"]
-    return step["args"]["connector_params"]["polling_policy"]
-
-
-# --- figures from step entries ----------------------------------------------------------------
+# --- figures from step entries (the YAML is read by devstack/costs/measure.py) ---------------
 
 
 def ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def billable_steps(entries: list[dict], assigns: dict[tuple[str, str], int]) -> int:
-    extra = sum(assigns.get((e["routine"], e["step"]), 1) - 1 for e in entries if e["stepType"] == "STEP_ASSIGN")
-    return len(entries) + extra
 
 
 def jobs_run_calls(entries: list[dict]) -> list[dict]:
@@ -194,7 +156,7 @@ def _measure(stack: LocalStack, users: Users, mode: str, count: int) -> dict:
     executions = [engine.wait(name, timeout=600) for name in names]
     ended = time.perf_counter()
 
-    assigns = assign_items(workflow_source())
+    assigns = assign_counts(workflow_source())
     overheads, durations, billable, local_billable, job_seconds = [], [], [], [], []
     drafts = 0
     for execution in executions:
