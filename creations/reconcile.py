@@ -149,7 +149,7 @@ class Reconciler:
             except Exception as exc:  # noqa: BLE001 - any failure to ask leaves the creation alone
                 return ExecutionSeen(recorded, UNREADABLE, _describe(exc))
             else:
-                if _attempt_of(execution) in (None, creation.attempt):
+                if attempt_of(execution) in (None, creation.attempt):
                     return ExecutionSeen(recorded, str(execution.get("state", "")))
         query = f'labels.creation-id="{creation.id}" AND labels.attempt="{creation.attempt}"'
         try:
@@ -199,7 +199,7 @@ class Reconciler:
                       after.status, refunded)
 
 
-def _attempt_of(execution: dict) -> int | None:
+def attempt_of(execution: dict) -> int | None:
     """The attempt an execution runs: its `attempt` label, else its argument's `attempt`."""
     label = (execution.get("labels") or {}).get("attempt")
     if isinstance(label, str) and label.isdigit():

@@ -13,6 +13,7 @@ from typing import Any
 
 from creations.model import Creation, CreationType, LedgerEntry, Status, utcnow
 from creations.operator import CreationFilter
+from creations.reconcile import attempt_of
 
 from . import timeline as tl
 from .joblogs import LocalJobLogs, LogLine, cloud_logging_url
@@ -167,7 +168,7 @@ class ConsoleReader:
         logs = self._logs(creation)
         views: list[AttemptView] = []
         for i, t in enumerate(trace.executions):
-            attempt = (_attempt_of(t.execution) if t.execution else None) or i + 1
+            attempt = (attempt_of(t.execution) if t.execution else None) or i + 1
             views.append(AttemptView(
                 attempt=attempt, execution_name=t.name, execution=t.execution, entries=t.entries,
                 timeline=tl.build(t.entries, t.execution) if t.execution else None,
@@ -296,17 +297,6 @@ class ConsoleReader:
                   "p95": tl.percentile(values, 95)} for step, values in durations.items()]
         findings, audited_at = self.audit()
         return {"audited_at": audited_at, "windows": windows, "steps": steps, "timed": timed, "findings": findings}
-
-
-def _attempt_of(execution: dict) -> int | None:
-    label = (execution.get("labels") or {}).get("attempt")
-    if isinstance(label, str) and label.isdigit():
-        return int(label)
-    try:
-        attempt = json.loads(execution.get("argument") or "null").get("attempt")
-    except (ValueError, AttributeError):
-        return None
-    return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None
 
 
 def parse_filter(params: dict[str, str]) -> Filter:
