@@ -81,6 +81,19 @@ def _ts(value: datetime) -> str:
     return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _owner_and_time(where: list[str], params: list, uid, created_from, created_before) -> None:
+    """The user and creation-time conditions of the operator queries, added to `where` / `params`."""
+    if uid is not None:
+        where.append("uid = ?")
+        params.append(uid)
+    if created_from is not None:
+        where.append("created_at >= ?")
+        params.append(_ts(created_from))
+    if created_before is not None:
+        where.append("created_at < ?")
+        params.append(_ts(created_before))
+
+
 def _parse_ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
@@ -418,15 +431,7 @@ class SqliteStore(Store):
                 return [], None
             where.append(f"status IN ({', '.join('?' * len(values))})")
             params += values
-        if uid is not None:
-            where.append("uid = ?")
-            params.append(uid)
-        if created_from is not None:
-            where.append("created_at >= ?")
-            params.append(_ts(created_from))
-        if created_before is not None:
-            where.append("created_at < ?")
-            params.append(_ts(created_before))
+        _owner_and_time(where, params, uid, created_from, created_before)
         if page_token:
             after_at, after_id = decode_page_token(page_token)
             where.append("(created_at < ? OR (created_at = ? AND id < ?))")
@@ -446,15 +451,7 @@ class SqliteStore(Store):
                     return {s.value: 0 for s in Status}
                 where.append(f"json_extract(doc, '{path}') IN ({', '.join('?' * len(values))})")
                 params += list(values)
-        if uid is not None:
-            where.append("uid = ?")
-            params.append(uid)
-        if created_from is not None:
-            where.append("created_at >= ?")
-            params.append(_ts(created_from))
-        if created_before is not None:
-            where.append("created_at < ?")
-            params.append(_ts(created_before))
+        _owner_and_time(where, params, uid, created_from, created_before)
         clause = f"WHERE {' AND '.join(where)} " if where else ""
         counts = {s.value: 0 for s in Status}
         for status, n in self._read(f"SELECT status, COUNT(*) FROM creations {clause}GROUP BY status", tuple(params)):
