@@ -224,6 +224,10 @@ class FirestoreStore(Store):
     def list_creations(self, uid, *, status=None, limit=20, page_token=None):
         check_limit(limit)
         query = self.list_query(uid, status)
+        return self._page(query, limit, page_token)
+
+    def _page(self, query, limit: int, page_token: str | None) -> tuple[list[Creation], str | None]:
+        """One page of a query ordered newest first (created_at, then id, descending)."""
         if page_token:
             after_at, after_id = decode_page_token(page_token)
             query = query.start_after({"created_at": after_at, "__name__": after_id})
@@ -403,13 +407,7 @@ class FirestoreStore(Store):
         if values == []:
             return [], None
         query = self.search_query(values, uid, created_from, created_before)
-        if page_token:
-            after_at, after_id = decode_page_token(page_token)
-            query = query.start_after({"created_at": after_at, "__name__": after_id})
-        snaps = self._call(lambda: list(query.limit(limit + 1).stream()))
-        items = [creation_from_doc(s) for s in snaps[:limit]]
-        token = encode_page_token(items[-1].created_at, items[-1].id) if len(snaps) > limit else None
-        return items, token
+        return self._page(query, limit, page_token)
 
     def count_creations(self, *, uid=None, created_from=None, created_before=None, types=None, codes=None):
         """One COUNT aggregation per status (billed per 1,000 index entries counted, not per
