@@ -10,7 +10,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORDER = ["expressions_bench.py", "workflows_bench.py", "store_bench.py", "media_bench.py",
          "steps_bench.py", "starts_bench.py", "api_bench.py", "events_bench.py", "pipeline_bench.py",
-         "chaos_bench.py", "soak_bench.py", "parity_bench.py", "operator_bench.py", "console_bench.py"]
+         "chaos_bench.py", "soak_bench.py", "parity_bench.py", "operator_bench.py", "console_bench.py",
+         "cost_levers.py"]
 ARGS = {"soak_bench.py": ["--seconds", "120"]}
 
 
