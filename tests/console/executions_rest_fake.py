@@ -5,58 +5,23 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.loopback_json import JsonServer, google_error
 
 MAX_PAGE = 10   # the fake pages step entries by at most this many, so a client must follow tokens
 
 
-def _error(code: int, status: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message, "status": status}}).encode()
-
-
-class ExecutionsRestFake:
+class ExecutionsRestFake(JsonServer):
     def __init__(self):
         self.executions: dict[str, dict] = {}
         self.entries: dict[str, list[dict]] = {}
         self.requests: list[str] = []
-        fake = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def reply(self, code: int, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                fake.requests.append(f"GET {self.path}")
-                self.reply(*fake.get(self.path))
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                fake.requests.append(f"POST {self.path}")
-                self.reply(*fake.post(self.path))
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def start(self) -> ExecutionsRestFake:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def answer(self, method: str, path: str, raw: bytes) -> tuple[int, bytes]:
+        self.requests.append(f"{method} {path}")
+        return self.get(path) if method == "GET" else self.post(path)
 
     def add(self, execution: dict, entries: list[dict]) -> None:
         self.executions[execution["name"]] = execution
@@ -69,7 +34,7 @@ class ExecutionsRestFake:
         if name.endswith("/stepEntries"):
             execution = name.removesuffix("/stepEntries")
             if execution not in self.entries:
-                return 404, _error(404, "NOT_FOUND", f"execution {execution} not found")
+                return 404, google_error(404, "NOT_FOUND", f"execution {execution} not found")
             size = min(int(query.get("pageSize", MAX_PAGE)), MAX_PAGE)
             start = int(query.get("pageToken") or 0)
             page = self.entries[execution][start:start + size]
@@ -84,14 +49,14 @@ class ExecutionsRestFake:
             return 200, json.dumps({"executions": list(reversed(found))}).encode()
         if name in self.executions:
             return 200, json.dumps(self.executions[name]).encode()
-        return 404, _error(404, "NOT_FOUND", f"execution {name} not found")
+        return 404, google_error(404, "NOT_FOUND", f"execution {name} not found")
 
     def post(self, path: str) -> tuple[int, bytes]:
         name = urlsplit(path).path.removeprefix("/v1/")
         if not name.endswith(":cancel") or name.removesuffix(":cancel") not in self.executions:
-            return 404, _error(404, "NOT_FOUND", f"no route {path}")
+            return 404, google_error(404, "NOT_FOUND", f"no route {path}")
         execution = self.executions[name.removesuffix(":cancel")]
         if execution["state"] not in ("QUEUED", "ACTIVE"):
-            return 400, _error(400, "FAILED_PRECONDITION", "the execution is not running")
+            return 400, google_error(400, "FAILED_PRECONDITION", "the execution is not running")
         execution["state"] = "CANCELLED"
         return 200, json.dumps(execution).encode()
