@@ -8,6 +8,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -87,3 +89,21 @@ def api_settings(tmp_dir, s3: S3Server, **overrides) -> Settings:
     )
     values.update(overrides)
     return Settings(**values)
+
+
+@contextmanager
+def serving_api(tmp_dir, s3: S3Server, executions: ExecutionsRestServer, **overrides) -> Iterator[ApiStack]:
+    """The API on a loopback port, over a fresh SQLite store and bucket, with `api_settings` plus
+    `overrides`; stopped on leaving."""
+    from api.main import create_app
+
+    settings = api_settings(tmp_dir, s3, local_engine_url=executions.url, **overrides)
+    store = SqliteStore(settings.sqlite_path)
+    storage = MediaStorage.from_settings(settings)
+    storage.ensure_bucket()
+    server = UvicornThread(create_app(settings, store=store, storage=storage)).start()
+    try:
+        yield ApiStack(server.url, settings, store, storage, executions)
+    finally:
+        server.stop()
+        store.close()

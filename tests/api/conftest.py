@@ -4,12 +4,9 @@ start (`settings.trigger = "local"` points the real trigger at it)."""
 from __future__ import annotations
 
 import pytest
-from api_stack import ApiStack, UvicornThread, api_settings
+from api_stack import serving_api
 from executions_server import ExecutionsRestServer
 
-from api.main import create_app
-from creations.storage import MediaStorage
-from creations.store.sqlite import SqliteStore
 from localcloud.s3server import S3Server
 
 
@@ -29,14 +26,8 @@ def executions():
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, s3, executions):
     """The API with the trigger built from settings: `local`, aimed at the recording Executions API."""
-    settings = api_settings(tmp_path_factory.mktemp("api"), s3, local_engine_url=executions.url)
-    store = SqliteStore(settings.sqlite_path)
-    storage = MediaStorage.from_settings(settings)
-    storage.ensure_bucket()
-    server = UvicornThread(create_app(settings, store=store, storage=storage)).start()
-    yield ApiStack(server.url, settings, store, storage, executions)
-    server.stop()
-    store.close()
+    with serving_api(tmp_path_factory.mktemp("api"), s3, executions) as stack:
+        yield stack
 
 
 @pytest.fixture(autouse=True)

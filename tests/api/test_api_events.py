@@ -13,11 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_stack import UvicornThread, api_settings
+from api_stack import serving_api
 
-from api.main import create_app
-from creations.storage import MediaStorage
-from creations.store.sqlite import SqliteStore
 from tests.support import sse
 from tests.support.transitions import replayed, to_draft, to_failed, to_processing
 
@@ -27,18 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, s3, executions):
     """The API with short stream bounds: heartbeat 0.3 s, streams of at most 3 s, 2 per user."""
-    settings = api_settings(tmp_path_factory.mktemp("events"), s3, local_engine_url=executions.url,
-                            max_active_per_user=20, events_heartbeat_seconds=0.3,
-                            events_max_stream_seconds=3.0, events_max_streams_per_user=2)
-    store = SqliteStore(settings.sqlite_path)
-    storage = MediaStorage.from_settings(settings)
-    storage.ensure_bucket()
-    server = UvicornThread(create_app(settings, store=store, storage=storage)).start()
-    from api_stack import ApiStack
-
-    yield ApiStack(server.url, settings, store, storage, executions)
-    server.stop()
-    store.close()
+    with serving_api(tmp_path_factory.mktemp("events"), s3, executions, max_active_per_user=20,
+                     events_heartbeat_seconds=0.3, events_max_stream_seconds=3.0,
+                     events_max_streams_per_user=2) as stack:
+        yield stack
 
 
 def submit(user) -> str:
